@@ -1,0 +1,178 @@
+//! `classifier valid` (FP32) and `valid_int8` / `qat_int8 ... QWEIGHTS QPARAMS`
+//! (integer-only): one validation loop over a [`Classifier`].
+
+use super::Setup;
+use crate::cli::ValidOptions;
+use crate::data::lists::read_image_list;
+use crate::data::loader::{check_channels, Dataset, UnreadablePolicy};
+use crate::formats::weights::load_weights;
+use crate::log::RunLog;
+use crate::network::Network;
+use crate::quant::int8_network::Int8Network;
+use anyhow::{bail, Result};
+use serde_json::json;
+use std::path::Path;
+use std::time::Instant;
+
+/// Images per forward pass during validation.
+const VALID_BATCH: usize = 128;
+
+/// A network that maps a batch of input rows to class probabilities.
+pub trait Classifier {
+    fn max_batch(&self) -> usize;
+    /// Returns `[rows][classes]` probabilities for `input[..rows * inputs]`.
+    fn classify(&mut self, input: &[f32], rows: usize) -> &[f32];
+}
+
+impl Classifier for Network {
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    fn classify(&mut self, input: &[f32], rows: usize) -> &[f32] {
+        self.forward(input, rows, false);
+        &self.output()[..rows * self.outputs()]
+    }
+}
+
+impl Classifier for Int8Network {
+    fn max_batch(&self) -> usize {
+        Int8Network::max_batch(self)
+    }
+
+    fn classify(&mut self, input: &[f32], rows: usize) -> &[f32] {
+        self.predict(input, rows)
+    }
+}
+
+/// Class indices sorted by probability, highest first; equal probabilities
+/// keep the lower index first.
+pub fn ranked(probabilities: &[f32]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..probabilities.len()).collect();
+    order.sort_by(|&a, &b| probabilities[b].total_cmp(&probabilities[a]).then(a.cmp(&b)));
+    order
+}
+
+/// Result of one validation run.
+#[derive(Debug, Clone)]
+pub struct Accuracy {
+    pub images: usize,
+    pub top1: f64,
+    pub top_k: f64,
+    pub k: usize,
+    pub skipped: usize,
+    pub seconds: f64,
+}
+
+/// Validates `model` on the `valid` list of `setup`.
+pub fn validate(model: &mut dyn Classifier, setup: &Setup, options: &ValidOptions, mut per_image: impl FnMut(&Path, usize, &[f32])) -> Result<Accuracy> {
+    let started = Instant::now();
+    let list = setup.data.require(&setup.data.valid, "valid")?;
+    check_channels(&setup.cfg.net, &list)?;
+    let paths = read_image_list(&list)?;
+    let data = Dataset::load(&paths, &setup.labels, setup.cfg.net.channels, UnreadablePolicy::Skip)?;
+    for (path, reason) in &data.skipped {
+        eprintln!("warning: not validated: {}: {reason}", path.display());
+    }
+
+    let k = setup.data.top;
+    let classes = setup.data.classes;
+    let inputs = setup.cfg.net.inputs;
+    let rows_max = model.max_batch().min(VALID_BATCH).max(1);
+    let mut input = vec![0.0f32; rows_max * inputs];
+    let (mut top1, mut top_k) = (0usize, 0usize);
+    for start in (0..data.len()).step_by(rows_max) {
+        let rows = rows_max.min(data.len() - start);
+        for r in 0..rows {
+            data.write_input(start + r, &setup.cfg.net, &mut input[r * inputs..(r + 1) * inputs]);
+        }
+        let probabilities = model.classify(&input, rows);
+        for r in 0..rows {
+            let p = &probabilities[r * classes..(r + 1) * classes];
+            let order = ranked(p);
+            let truth = data.labels[start + r];
+            top1 += (order[0] == truth) as usize;
+            top_k += order[..k].contains(&truth) as usize;
+            if options.per_image {
+                println!("{}: label {} ({}), top-1 {} ({}) p={:.6}", data.paths[start + r].display(), truth, setup.labels[truth], order[0], setup.labels[order[0]], p[order[0]]);
+            }
+            per_image(&data.paths[start + r], truth, p);
+        }
+    }
+    let n = data.len();
+    let accuracy = Accuracy {
+        images: n,
+        top1: if n > 0 { top1 as f64 / n as f64 } else { 0.0 },
+        top_k: if n > 0 { top_k as f64 / n as f64 } else { 0.0 },
+        k,
+        skipped: data.skipped.len(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    println!(
+        "{}: top 1: {:.6}, top {}: {:.6}, {:.3} seconds",
+        accuracy.images, accuracy.top1, k, accuracy.top_k, accuracy.seconds
+    );
+    Ok(accuracy)
+}
+
+fn finish(accuracy: &Accuracy, log: &mut RunLog, event: &str, fields: serde_json::Value) -> Result<()> {
+    let mut record = json!({"images": accuracy.images, "top1": accuracy.top1, "top_k": accuracy.top_k, "k": accuracy.k,
+                            "skipped": accuracy.skipped, "seconds": accuracy.seconds});
+    if let (Some(map), serde_json::Value::Object(extra)) = (record.as_object_mut(), fields) {
+        map.extend(extra);
+    }
+    log.record(event, record)?;
+    if accuracy.skipped > 0 {
+        bail!(
+            "{} listed images could not be read (named above); the accuracy covers the other {} only. Fix or remove them from the list",
+            accuracy.skipped,
+            accuracy.images
+        );
+    }
+    if accuracy.images == 0 {
+        bail!("no image could be validated");
+    }
+    Ok(())
+}
+
+/// `classifier valid DATA CFG WEIGHTS`.
+pub fn run_fp32(data_path: &Path, cfg_path: &Path, weights: &Path, options: &ValidOptions) -> Result<()> {
+    let setup = Setup::load(data_path, cfg_path)?;
+    let mut net = Network::build(&setup.cfg, VALID_BATCH, 0)?;
+    super::train::check_classes(&net, &setup)?;
+    load_weights(&mut net, weights, cfg_path)?;
+    let accuracy = validate(&mut net, &setup, options, |_, _, _| {})?;
+    let mut log = RunLog::open(&setup.cfg.base_name())?;
+    finish(&accuracy, &mut log, "valid", json!({"mode": "fp32", "weights": weights, "data": data_path, "cfg": cfg_path}))
+}
+
+/// `classifier valid_int8 DATA CFG QWEIGHTS QPARAMS`.
+pub fn run_int8(data_path: &Path, cfg_path: &Path, qweights: &Path, qparams: &Path, options: &ValidOptions) -> Result<()> {
+    let setup = Setup::load(data_path, cfg_path)?;
+    let mut net = Int8Network::load(&setup.cfg, qweights, qparams, VALID_BATCH)?;
+    if net.outputs() != setup.data.classes {
+        bail!(
+            "{} ends with {} outputs but {} has classes = {}",
+            cfg_path.display(),
+            net.outputs(),
+            data_path.display(),
+            setup.data.classes
+        );
+    }
+    if net.clamped_biases > 0 {
+        eprintln!("warning: {} int32 biases were clamped so the accumulators fit in int32", net.clamped_biases);
+    }
+    let accuracy = validate(&mut net, &setup, options, |_, _, _| {})?;
+    let mut log = RunLog::open(&setup.cfg.base_name())?;
+    finish(&accuracy, &mut log, "valid", json!({"mode": "int8", "qweights": qweights, "qparams": qparams, "data": data_path, "cfg": cfg_path}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranking_puts_lower_index_first_on_ties() {
+        assert_eq!(ranked(&[0.1, 0.4, 0.4, 0.1]), vec![1, 2, 0, 3]);
+    }
+}

@@ -1,0 +1,279 @@
+//! Sections and `key=value` lines with their line numbers, shared by `.cfg`
+//! and `.data` files.
+
+use anyhow::{bail, Context, Result};
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// One `key=value` line.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub key: String,
+    pub value: String,
+    pub line: usize,
+    /// Set once a reader asked for this key, so unread keys can be reported.
+    pub used: Cell<bool>,
+}
+
+/// One `[name]` section with its entries in file order.
+#[derive(Debug, Clone)]
+pub struct Section {
+    pub name: String,
+    pub line: usize,
+    pub entries: Vec<Entry>,
+    pub file: PathBuf,
+}
+
+/// Strips a `#` comment (anywhere on the line) and all whitespace, as Darknet
+/// does for `.cfg` lines.
+fn strip_cfg_line(raw: &str) -> String {
+    let without_comment = match raw.find('#') {
+        Some(pos) => &raw[..pos],
+        None => raw,
+    };
+    without_comment.chars().filter(|c| !c.is_whitespace()).collect()
+}
+
+/// Parses the text of a `.cfg` file into sections.
+pub fn parse_sections(text: &str, file: &Path) -> Result<Vec<Section>> {
+    let mut sections: Vec<Section> = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line_no = index + 1;
+        let line = strip_cfg_line(raw.trim_start_matches('\u{feff}'));
+        if line.is_empty() || line.starts_with(';') {
+            continue;
+        }
+        if line.starts_with('[') {
+            if !line.ends_with(']') || line.len() < 3 {
+                bail!(
+                    "{}:{}: invalid section header '{}': expected a name in brackets such as [net]",
+                    file.display(),
+                    line_no,
+                    raw.trim()
+                );
+            }
+            sections.push(Section {
+                name: line[1..line.len() - 1].to_ascii_lowercase(),
+                line: line_no,
+                entries: Vec::new(),
+                file: file.to_path_buf(),
+            });
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            bail!(
+                "{}:{}: invalid line '{}': expected key=value or a [section] header",
+                file.display(),
+                line_no,
+                raw.trim()
+            );
+        };
+        let Some(section) = sections.last_mut() else {
+            bail!(
+                "{}:{}: '{}' comes before any [section]: the file must start with [net]",
+                file.display(),
+                line_no,
+                raw.trim()
+            );
+        };
+        section.entries.push(Entry {
+            key: key.to_string(),
+            value: value.to_string(),
+            line: line_no,
+            used: Cell::new(false),
+        });
+    }
+    Ok(sections)
+}
+
+/// Parses `key = value` lines of a `.data` file: whitespace around key and
+/// value is dropped; lines starting with `#` or `;` and empty lines are skipped.
+pub fn parse_key_values(text: &str, file: &Path) -> Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line = raw.trim_start_matches('\u{feff}').trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            bail!(
+                "{}:{}: invalid line '{}': expected key = value",
+                file.display(),
+                index + 1,
+                line
+            );
+        };
+        entries.push(Entry {
+            key: key.trim().to_string(),
+            value: value.trim().to_string(),
+            line: index + 1,
+            used: Cell::new(false),
+        });
+    }
+    Ok(entries)
+}
+
+/// Typed access to the entries of one section; the last occurrence of a key wins.
+pub struct Reader<'a> {
+    pub file: &'a Path,
+    pub section: &'a str,
+    pub entries: &'a [Entry],
+}
+
+impl<'a> Reader<'a> {
+    fn find(&self, key: &str) -> Option<&'a Entry> {
+        let found = self.entries.iter().rev().find(|e| e.key == key);
+        if let Some(entry) = found {
+            for e in self.entries.iter().filter(|e| e.key == key) {
+                e.used.set(true);
+            }
+            return Some(entry);
+        }
+        None
+    }
+
+    /// Returns the parsed value of `key`, or `None` when the key is absent.
+    pub fn get<T: FromStr>(&self, key: &str) -> Result<Option<T>> {
+        let Some(entry) = self.find(key) else {
+            return Ok(None);
+        };
+        let value = entry.value.parse::<T>().ok().with_context(|| {
+            format!(
+                "{}:{}: invalid value '{}' for '{}' in [{}]: expected {}",
+                self.file.display(),
+                entry.line,
+                entry.value,
+                key,
+                self.section,
+                std::any::type_name::<T>()
+            )
+        })?;
+        Ok(Some(value))
+    }
+
+    /// Returns the parsed value of `key`, or `default` when the key is absent.
+    pub fn get_or<T: FromStr>(&self, key: &str, default: T) -> Result<T> {
+        Ok(self.get(key)?.unwrap_or(default))
+    }
+
+    /// Returns the raw string of `key`.
+    pub fn get_str(&self, key: &str) -> Option<&'a str> {
+        self.find(key).map(|e| e.value.as_str())
+    }
+
+    /// Returns the line of `key`, for messages about its value.
+    pub fn line_of(&self, key: &str) -> Option<usize> {
+        self.entries.iter().rev().find(|e| e.key == key).map(|e| e.line)
+    }
+
+    /// Returns a comma-separated list of numbers, such as `steps=100,200`.
+    pub fn get_list<T: FromStr>(&self, key: &str) -> Result<Option<Vec<T>>> {
+        let Some(entry) = self.find(key) else {
+            return Ok(None);
+        };
+        let mut values = Vec::new();
+        for part in entry.value.split(',').filter(|p| !p.is_empty()) {
+            let value = part.trim().parse::<T>().ok().with_context(|| {
+                format!(
+                    "{}:{}: invalid value '{}' in list '{}' of [{}]: expected comma-separated {}",
+                    self.file.display(),
+                    entry.line,
+                    part,
+                    key,
+                    self.section,
+                    std::any::type_name::<T>()
+                )
+            })?;
+            values.push(value);
+        }
+        Ok(Some(values))
+    }
+
+    /// Returns an error naming the file and line of `key` (or of the section).
+    pub fn error_at(&self, key: &str, message: &str) -> anyhow::Error {
+        match self.line_of(key) {
+            Some(line) => anyhow::anyhow!("{}:{}: {}", self.file.display(), line, message),
+            None => anyhow::anyhow!("{}: [{}]: {}", self.file.display(), self.section, message),
+        }
+    }
+}
+
+/// Returns one warning line per key that no reader asked for.
+pub fn unused_key_warnings(file: &Path, section: &str, entries: &[Entry]) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|e| !e.used.get())
+        .map(|e| {
+            format!(
+                "warning: {}:{}: key '{}' is not used by [{}]; check its spelling",
+                file.display(),
+                e.line,
+                e.key,
+                section
+            )
+        })
+        .collect()
+}
+
+/// Reads a text file with a message that names it.
+pub fn read_text(path: &Path, what: &str) -> Result<String> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read {} file {}", what, path.display()))?;
+    String::from_utf8(bytes).map_err(|_| {
+        anyhow::anyhow!(
+            "{} file {} is not UTF-8 text; is it the right file?",
+            what,
+            path.display()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_strip_comments_and_whitespace() {
+        let text = "[net]\r\nbatch = 128 # comment\r\n\r\n# full comment\n[connected]\noutput=10\n";
+        let sections = parse_sections(text, Path::new("x.cfg")).unwrap();
+        assert_eq!(sections.len(), 2);
+        assert_eq!(sections[0].name, "net");
+        assert_eq!(sections[0].entries[0].key, "batch");
+        assert_eq!(sections[0].entries[0].value, "128");
+        assert_eq!(sections[0].entries[0].line, 2);
+        assert_eq!(sections[1].entries[0].line, 6);
+    }
+
+    #[test]
+    fn key_before_section_is_error() {
+        let err = parse_sections("batch=1\n[net]\n", Path::new("a.cfg")).unwrap_err();
+        assert!(err.to_string().contains("a.cfg:1"), "{err}");
+    }
+
+    #[test]
+    fn line_without_equals_is_error() {
+        let err = parse_sections("[net]\nbatch\n", Path::new("a.cfg")).unwrap_err();
+        assert!(err.to_string().contains("a.cfg:2"), "{err}");
+    }
+
+    #[test]
+    fn key_values_trim_and_skip() {
+        let text = "# c\n; c\n classes = 10 \r\n\nvalid= a b.list\n";
+        let entries = parse_key_values(text, Path::new("m.data")).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].key, "classes");
+        assert_eq!(entries[0].value, "10");
+        assert_eq!(entries[1].value, "a b.list");
+    }
+
+    #[test]
+    fn reader_reports_bad_number() {
+        let sections = parse_sections("[net]\nbatch=abc\n", Path::new("n.cfg")).unwrap();
+        let reader = Reader { file: Path::new("n.cfg"), section: "net", entries: &sections[0].entries };
+        let err = reader.get::<usize>("batch").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("n.cfg:2"), "{text}");
+        assert!(text.contains("abc"), "{text}");
+    }
+}

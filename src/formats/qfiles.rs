@@ -1,0 +1,173 @@
+//! `.qparams` (per layer: f32 S1, S2, S3, i8 Z1, Z2, Z3; 15 bytes) and
+//! `.qweights` (per layer: i32 biases[outputs], i8 weights in `.weights`
+//! order). No headers; little-endian.
+
+use super::atomic::write_atomic;
+use super::weights::group_digits;
+use crate::network::layers::ParamLayout;
+use crate::quant::affine::QuantParams;
+use anyhow::{bail, Result};
+use std::path::Path;
+
+/// Bytes per layer in `.qparams`.
+pub const QPARAMS_LAYER_BYTES: usize = 15;
+
+/// Scale and zero point of a layer's input (S1/Z1), weights (S2/Z2) and output (S3/Z3).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerQParams {
+    pub input: QuantParams,
+    pub weight: QuantParams,
+    pub output: QuantParams,
+}
+
+/// Integer parameters of one layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerQWeights {
+    pub biases: Vec<i32>,
+    pub weights: Vec<i8>,
+}
+
+fn read_exact_size(path: &Path, what: &str, expected: usize, cfg_name: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {what} file {}: {e}", path.display()))?;
+    if bytes.len() != expected {
+        bail!(
+            "{what} file {}: expected {} bytes for {}, found {}; it is cut short or was written for another cfg, so nothing was loaded",
+            path.display(),
+            group_digits(expected),
+            cfg_name.display(),
+            group_digits(bytes.len())
+        );
+    }
+    Ok(bytes)
+}
+
+/// Reads `layers` entries from a `.qparams` file.
+pub fn read_qparams(path: &Path, layers: usize, cfg_name: &Path) -> Result<Vec<LayerQParams>> {
+    let bytes = read_exact_size(path, ".qparams", layers * QPARAMS_LAYER_BYTES, cfg_name)?;
+    let mut out = Vec::with_capacity(layers);
+    for (index, chunk) in bytes.chunks_exact(QPARAMS_LAYER_BYTES).enumerate() {
+        let f = |i: usize| f32::from_le_bytes([chunk[i], chunk[i + 1], chunk[i + 2], chunk[i + 3]]);
+        let (s1, s2, s3) = (f(0), f(4), f(8));
+        for (name, s) in [("S1", s1), ("S2", s2), ("S3", s3)] {
+            if !(s.is_finite() && s > 0.0) {
+                bail!(
+                    ".qparams file {}: layer {index} has {name} = {s}; scales must be positive and finite, so the file is damaged or not a .qparams file",
+                    path.display()
+                );
+            }
+        }
+        out.push(LayerQParams {
+            input: QuantParams { scale: s1, zero_point: chunk[12] as i8 },
+            weight: QuantParams { scale: s2, zero_point: chunk[13] as i8 },
+            output: QuantParams { scale: s3, zero_point: chunk[14] as i8 },
+        });
+    }
+    Ok(out)
+}
+
+/// Encodes `.qparams`.
+pub fn encode_qparams(params: &[LayerQParams]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(params.len() * QPARAMS_LAYER_BYTES);
+    for p in params {
+        for s in [p.input.scale, p.weight.scale, p.output.scale] {
+            bytes.extend_from_slice(&s.to_le_bytes());
+        }
+        for z in [p.input.zero_point, p.weight.zero_point, p.output.zero_point] {
+            bytes.push(z as u8);
+        }
+    }
+    bytes
+}
+
+pub fn write_qparams(path: &Path, params: &[LayerQParams]) -> Result<()> {
+    let bytes = encode_qparams(params);
+    write_atomic(path, |w| Ok(w.write_all(&bytes)?))
+}
+
+/// Bytes of a `.qweights` file for these layers.
+pub fn qweights_size(layouts: &[ParamLayout]) -> usize {
+    layouts.iter().map(|l| 4 * l.outputs() + l.outputs() * l.fan_in()).sum()
+}
+
+/// Reads a `.qweights` file laid out for `layouts`.
+pub fn read_qweights(path: &Path, layouts: &[ParamLayout], cfg_name: &Path) -> Result<Vec<LayerQWeights>> {
+    let bytes = read_exact_size(path, ".qweights", qweights_size(layouts), cfg_name)?;
+    let mut offset = 0;
+    let mut out = Vec::with_capacity(layouts.len());
+    for layout in layouts {
+        let n = layout.outputs();
+        let count = n * layout.fan_in();
+        let biases = bytes[offset..offset + 4 * n]
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        offset += 4 * n;
+        let weights = bytes[offset..offset + count].iter().map(|&b| b as i8).collect();
+        offset += count;
+        out.push(LayerQWeights { biases, weights });
+    }
+    Ok(out)
+}
+
+/// Encodes `.qweights`.
+pub fn encode_qweights(layers: &[LayerQWeights]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for layer in layers {
+        for b in &layer.biases {
+            bytes.extend_from_slice(&b.to_le_bytes());
+        }
+        bytes.extend(layer.weights.iter().map(|&w| w as u8));
+    }
+    bytes
+}
+
+pub fn write_qweights(path: &Path, layers: &[LayerQWeights]) -> Result<()> {
+    let bytes = encode_qweights(layers);
+    write_atomic(path, |w| Ok(w.write_all(&bytes)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workshop_sizes() {
+        let layouts = [
+            ParamLayout::Connected { inputs: 2352, outputs: 1024 },
+            ParamLayout::Connected { inputs: 1024, outputs: 512 },
+            ParamLayout::Connected { inputs: 512, outputs: 256 },
+            ParamLayout::Connected { inputs: 256, outputs: 10 },
+        ];
+        assert_eq!(qweights_size(&layouts), 3_073_576);
+        assert_eq!(4 * QPARAMS_LAYER_BYTES, 60);
+    }
+
+    #[test]
+    fn qparams_round_trip() {
+        let dir = std::env::temp_dir().join(format!("darknet-qp-{}", std::process::id()));
+        let path = dir.join("x.qparams");
+        let p = LayerQParams {
+            input: QuantParams { scale: 1.0 / 255.0, zero_point: -128 },
+            weight: QuantParams { scale: 0.001, zero_point: -3 },
+            output: QuantParams { scale: 0.2, zero_point: 5 },
+        };
+        write_qparams(&path, &[p, p]).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 30);
+        assert_eq!(read_qparams(&path, 2, Path::new("c.cfg")).unwrap(), vec![p, p]);
+        let err = read_qparams(&path, 3, Path::new("c.cfg")).unwrap_err().to_string();
+        assert!(err.contains("expected 45 bytes"), "{err}");
+        assert!(err.contains("found 30"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn qweights_round_trip() {
+        let dir = std::env::temp_dir().join(format!("darknet-qw-{}", std::process::id()));
+        let path = dir.join("x.qweights");
+        let layouts = [ParamLayout::Connected { inputs: 3, outputs: 2 }];
+        let layer = LayerQWeights { biases: vec![-5, i32::MAX], weights: vec![1, -2, 3, -128, 127, 0] };
+        write_qweights(&path, std::slice::from_ref(&layer)).unwrap();
+        assert_eq!(read_qweights(&path, &layouts, Path::new("c.cfg")).unwrap(), vec![layer]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

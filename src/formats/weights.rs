@@ -1,0 +1,211 @@
+//! Darknet `.weights`: a header `i32 major, minor, revision`, `seen` as u64
+//! (u32 for old files), then per layer with parameters, in cfg order:
+//! connected `biases, weights[outputs][inputs], (scales, rolling_mean,
+//! rolling_variance)`; convolutional `biases, (scales, rolling_mean,
+//! rolling_variance), weights[filters][channels][size][size]`. All little-endian.
+//! Files whose major or minor exceeds 1000 store connected weights transposed.
+
+use super::atomic::write_atomic;
+use crate::network::layers::{ParamLayout, Params};
+use crate::network::Network;
+use anyhow::{bail, Result};
+use byteorder::{LittleEndian, ReadBytesExt, WriteBytesExt};
+use std::io::{Cursor, Write};
+use std::path::Path;
+
+/// The header of a `.weights` file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WeightsHeader {
+    pub major: i32,
+    pub minor: i32,
+    pub revision: i32,
+    pub seen: u64,
+}
+
+impl WeightsHeader {
+    fn seen_is_u64(major: i32, minor: i32) -> bool {
+        major * 10 + minor >= 2 && major < 1000 && minor < 1000
+    }
+
+    fn transposed(&self) -> bool {
+        self.major > 1000 || self.minor > 1000
+    }
+
+    fn byte_len(&self) -> usize {
+        if Self::seen_is_u64(self.major, self.minor) {
+            20
+        } else {
+            16
+        }
+    }
+}
+
+/// Bytes of one layer's parameters in the file.
+pub fn layer_bytes(params: &Params) -> usize {
+    let n = params.layout.outputs();
+    let bn = if params.batch_norm.is_some() { 3 * n } else { 0 };
+    4 * (n + bn + params.weights.len())
+}
+
+/// Bytes a `.weights` file for `net` must have, header included.
+pub fn expected_size(net: &Network, header_bytes: usize) -> usize {
+    header_bytes + net.layers.iter().filter_map(|l| l.params()).map(layer_bytes).sum::<usize>()
+}
+
+fn read_f32s(cursor: &mut Cursor<&[u8]>, out: &mut [f32]) {
+    // The size was checked before any read, so these reads cannot fail.
+    cursor.read_f32_into::<LittleEndian>(out).expect("size checked before reading");
+}
+
+/// Reads `path` into the parameters of `net` and sets `net.seen`. Fails,
+/// leaving `net` untouched, when the size differs from what `cfg_name` implies
+/// or a value is not finite.
+pub fn load_weights(net: &mut Network, path: &Path, cfg_name: &Path) -> Result<WeightsHeader> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read weights file {}: {e}", path.display()))?;
+    if bytes.len() < 16 {
+        bail!(
+            "weights file {} is {} bytes, too short for a Darknet header; is it a .weights file?",
+            path.display(),
+            bytes.len()
+        );
+    }
+    let mut cursor = Cursor::new(bytes.as_slice());
+    let major = cursor.read_i32::<LittleEndian>()?;
+    let minor = cursor.read_i32::<LittleEndian>()?;
+    let revision = cursor.read_i32::<LittleEndian>()?;
+    let seen = if WeightsHeader::seen_is_u64(major, minor) {
+        if bytes.len() < 20 {
+            bail!("weights file {} ends inside its header", path.display());
+        }
+        cursor.read_u64::<LittleEndian>()?
+    } else {
+        cursor.read_u32::<LittleEndian>()? as u64
+    };
+    let header = WeightsHeader { major, minor, revision, seen };
+
+    let expected = expected_size(net, header.byte_len());
+    if bytes.len() != expected {
+        bail!(
+            "weights file {}: expected {} bytes for {}, found {}; the file was {} for this cfg (or made for another cfg), so no weights were loaded",
+            path.display(),
+            group_digits(expected),
+            cfg_name.display(),
+            group_digits(bytes.len()),
+            if bytes.len() < expected { "cut short or made" } else { "made with more layers" }
+        );
+    }
+
+    // Decode into copies first so a bad value leaves the network unchanged.
+    let mut loaded: Vec<(usize, Params)> = Vec::new();
+    for (index, layer) in net.layers.iter().enumerate() {
+        let Some(params) = layer.params() else { continue };
+        let mut p = params.clone();
+        let n = p.layout.outputs();
+        read_f32s(&mut cursor, &mut p.biases);
+        match p.layout {
+            ParamLayout::Connected { inputs, outputs } => {
+                read_f32s(&mut cursor, &mut p.weights);
+                if header.transposed() {
+                    let stored = p.weights.clone();
+                    for i in 0..inputs {
+                        for o in 0..outputs {
+                            p.weights[o * inputs + i] = stored[i * outputs + o];
+                        }
+                    }
+                }
+                if let Some(bn) = p.batch_norm.as_mut() {
+                    read_f32s(&mut cursor, &mut bn.scales[..n]);
+                    read_f32s(&mut cursor, &mut bn.rolling_mean[..n]);
+                    read_f32s(&mut cursor, &mut bn.rolling_variance[..n]);
+                }
+            }
+            ParamLayout::Convolutional { .. } => {
+                if let Some(bn) = p.batch_norm.as_mut() {
+                    read_f32s(&mut cursor, &mut bn.scales[..n]);
+                    read_f32s(&mut cursor, &mut bn.rolling_mean[..n]);
+                    read_f32s(&mut cursor, &mut bn.rolling_variance[..n]);
+                }
+                read_f32s(&mut cursor, &mut p.weights);
+            }
+        }
+        let all_finite = p.biases.iter().chain(&p.weights).all(|v| v.is_finite())
+            && p.batch_norm.as_ref().map_or(true, |bn| bn.scales.iter().chain(&bn.rolling_mean).chain(&bn.rolling_variance).all(|v| v.is_finite()));
+        if !all_finite {
+            bail!(
+                "weights file {}: layer {} ([{}]) contains NaN or infinite values; the training that wrote it diverged, retrain or use an earlier file",
+                path.display(),
+                index,
+                layer.kind()
+            );
+        }
+        loaded.push((index, p));
+    }
+    for (index, p) in loaded {
+        let target = net.layers[index].params_mut().expect("layer has parameters");
+        target.biases = p.biases;
+        target.weights = p.weights;
+        target.batch_norm = p.batch_norm;
+        target.bias_updates.fill(0.0);
+        target.weight_updates.fill(0.0);
+        target.forward_weights = None;
+    }
+    net.seen = seen;
+    Ok(header)
+}
+
+/// Encodes the parameters of `net` in Darknet's format, version 0.2.0 with a u64 `seen`.
+pub fn encode_weights(net: &Network, out: &mut dyn Write) -> Result<()> {
+    out.write_i32::<LittleEndian>(0)?;
+    out.write_i32::<LittleEndian>(2)?;
+    out.write_i32::<LittleEndian>(0)?;
+    out.write_u64::<LittleEndian>(net.seen)?;
+    let mut put = |values: &[f32], out: &mut dyn Write| -> Result<()> {
+        let mut buf = Vec::with_capacity(values.len() * 4);
+        for v in values {
+            buf.extend_from_slice(&v.to_le_bytes());
+        }
+        out.write_all(&buf)?;
+        Ok(())
+    };
+    for layer in &net.layers {
+        let Some(p) = layer.params() else { continue };
+        put(&p.biases, out)?;
+        let bn_fields = |out: &mut dyn Write, put: &mut dyn FnMut(&[f32], &mut dyn Write) -> Result<()>| -> Result<()> {
+            if let Some(bn) = &p.batch_norm {
+                put(&bn.scales, out)?;
+                put(&bn.rolling_mean, out)?;
+                put(&bn.rolling_variance, out)?;
+            }
+            Ok(())
+        };
+        match p.layout {
+            ParamLayout::Connected { .. } => {
+                put(&p.weights, out)?;
+                bn_fields(out, &mut put)?;
+            }
+            ParamLayout::Convolutional { .. } => {
+                bn_fields(out, &mut put)?;
+                put(&p.weights, out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes `net` to `path` atomically.
+pub fn save_weights(net: &Network, path: &Path) -> Result<()> {
+    write_atomic(path, |w| encode_weights(net, w))
+}
+
+/// Formats a count with thousands separators: 12272700 -> "12,272,700".
+pub fn group_digits(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -1,0 +1,165 @@
+//! Quantization-aware training: range observers for the network input and
+//! every layer with parameters, fake quantization of weights and outputs,
+//! and export of `.qweights`/`.qparams` at the end.
+//!
+//! Schedule, by 1-based QAT step: before `qat_init_step` plain FP32; at
+//! `qat_init_step` the ranges are set from that batch; after it, weights are
+//! fake-quantized with their current min/max into a copy (the FP32 masters
+//! stay untouched and receive the gradients, the straight-through estimator),
+//! and the input and each output are fake-quantized with their EMA ranges.
+
+use super::affine::{fake_quantize, min_max, quantize_bias, QuantParams};
+use super::observer::{smoothing_at, RangeObserver};
+use crate::config::cfg::NetOptions;
+use crate::formats::qfiles::{LayerQParams, LayerQWeights};
+use crate::network::layers::{Layer, ParamLayout};
+use crate::network::Network;
+use anyhow::{bail, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Before `qat_init_step`: plain FP32.
+    Float,
+    /// The first active step: ranges are set from the batch.
+    Calibrate,
+    /// Fake quantization of weights, input and outputs.
+    FakeQuant,
+}
+
+pub struct QatState {
+    pub input: RangeObserver,
+    /// One observer per layer; `Some` for layers with parameters.
+    pub outputs: Vec<Option<RangeObserver>>,
+    init_step: usize,
+    total_steps: usize,
+    step: usize,
+    ema_smooth: f32,
+    ema_convergence: f32,
+    ema_decay: bool,
+}
+
+impl QatState {
+    /// Prepares observers for `net`; `total_steps` is the number of QAT updates.
+    pub fn new(net: &Network, options: &NetOptions, total_steps: usize) -> Result<QatState> {
+        let mut outputs = Vec::with_capacity(net.layers.len());
+        for (i, layer) in net.layers.iter().enumerate() {
+            let Some(params) = layer.params() else {
+                outputs.push(None);
+                continue;
+            };
+            if params.batch_norm.is_some() && matches!(params.layout, ParamLayout::Connected { .. }) {
+                bail!(
+                    "layer {i} ([connected] with batch_normalize=1): QAT of batch-normalized connected layers is not supported; train without batch_normalize for INT8"
+                );
+            }
+            let activation = layer.activation().expect("parameter layers have an activation");
+            outputs.push(Some(RangeObserver::new(activation.is_non_negative())));
+        }
+        Ok(QatState {
+            input: RangeObserver::new(false),
+            outputs,
+            init_step: options.qat_init_step.max(1),
+            total_steps,
+            step: 0,
+            ema_smooth: options.ema_smooth,
+            ema_convergence: options.ema_convergence,
+            ema_decay: options.ema_decay,
+        })
+    }
+
+    /// Sets the 1-based step number of the next update.
+    pub fn begin_step(&mut self, step: usize) {
+        self.step = step;
+    }
+
+    pub fn phase(&self) -> Phase {
+        if self.step < self.init_step {
+            Phase::Float
+        } else if self.step == self.init_step || !self.input.initialized {
+            Phase::Calibrate
+        } else {
+            Phase::FakeQuant
+        }
+    }
+
+    fn smoothing(&self) -> f32 {
+        let done = self.step.saturating_sub(self.init_step);
+        let span = self.total_steps.saturating_sub(self.init_step) + 1;
+        smoothing_at(self.ema_smooth, self.ema_convergence, self.ema_decay, done, span)
+    }
+
+    /// Before a forward pass: fake-quantizes the weights into each layer's
+    /// `forward_weights` and observes (and in [`Phase::FakeQuant`]
+    /// fake-quantizes) the input rows.
+    pub fn prepare(&mut self, net: &mut Network, input: &mut [f32]) {
+        let phase = self.phase();
+        if phase == Phase::Float {
+            return;
+        }
+        let smooth = self.smoothing();
+        self.input.observe(input, smooth);
+        if phase == Phase::FakeQuant {
+            fake_quantize(input, self.input.params());
+            for layer in net.layers.iter_mut() {
+                if let Some(p) = layer.params_mut() {
+                    let (lo, hi) = min_max(&p.weights);
+                    let mut copy = p.forward_weights.take().unwrap_or_default();
+                    copy.clear();
+                    copy.extend_from_slice(&p.weights);
+                    fake_quantize(&mut copy, QuantParams::from_range(lo, hi));
+                    p.forward_weights = Some(copy);
+                }
+            }
+        }
+    }
+
+    /// After layer `index`'s forward pass: observes its output and, in
+    /// [`Phase::FakeQuant`], fake-quantizes it in place.
+    pub fn after_layer(&mut self, index: usize, layer: &mut dyn Layer, rows: usize) {
+        let phase = self.phase();
+        if phase == Phase::Float {
+            return;
+        }
+        let smooth = self.smoothing();
+        let Some(Some(observer)) = self.outputs.get_mut(index) else { return };
+        let n = layer.outputs() * rows;
+        let output = &mut layer.output_mut()[..n];
+        observer.observe(output, smooth);
+        if phase == Phase::FakeQuant {
+            fake_quantize(output, observer.params());
+        }
+    }
+
+    /// Drops the fake-quantized weight copies, leaving the masters.
+    pub fn release(net: &mut Network) {
+        for layer in net.layers.iter_mut() {
+            if let Some(p) = layer.params_mut() {
+                p.forward_weights = None;
+            }
+        }
+    }
+
+    /// Builds `.qparams` and `.qweights` contents from the final master weights
+    /// and the observed ranges.
+    pub fn export(&self, net: &Network) -> Result<(Vec<LayerQParams>, Vec<LayerQWeights>)> {
+        if !self.input.initialized {
+            bail!("QAT never reached qat_init_step, so no ranges were observed; lower qat_init_step or raise qat_end_epoch");
+        }
+        let mut qparams = Vec::new();
+        let mut qweights = Vec::new();
+        let mut input = self.input.params();
+        for (layer, observer) in net.layers.iter().zip(&self.outputs) {
+            let (Some(p), Some(observer)) = (layer.params(), observer) else { continue };
+            let (lo, hi) = min_max(&p.weights);
+            let weight = QuantParams::from_range(lo, hi);
+            let output = observer.params();
+            qweights.push(LayerQWeights {
+                biases: p.biases.iter().map(|&b| quantize_bias(b, input.scale, weight.scale)).collect(),
+                weights: p.weights.iter().map(|&w| weight.quantize(w)).collect(),
+            });
+            qparams.push(LayerQParams { input, weight, output });
+            input = output;
+        }
+        Ok((qparams, qweights))
+    }
+}
