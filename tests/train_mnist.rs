@@ -1,0 +1,104 @@
+//! End to end on real digits: import 1,000 training images of mnist10k,
+//! train a small network with the real binary, validate it in FP32, run QAT,
+//! and validate the INT8 files in both command forms.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn mnist10k() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mnist10k");
+    if dir.join("train-images-idx3-ubyte.gz").exists() {
+        Some(dir)
+    } else {
+        eprintln!("skipped: mnist10k not found at {}", dir.display());
+        None
+    }
+}
+
+fn darknet(dir: &Path, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_darknet")).args(args).current_dir(dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "darknet {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Parses `N: top 1: F, top K: F, S seconds` from the last stdout line.
+fn top1(out: &Output) -> f64 {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or_default().to_string();
+    let after = last.split("top 1: ").nth(1).unwrap_or_else(|| panic!("no summary in {last:?}"));
+    after.split(',').next().unwrap().trim().parse().unwrap()
+}
+
+const CFG: &str = "[net]
+batch=32
+subdivisions=1
+height=28
+width=28
+channels=3
+exposure=.75
+max_batches=250
+policy=constant
+learning_rate=0.05
+momentum=0.9
+decay=0.0005
+qat_init_step=1
+qat_end_epoch=1
+ema_smooth=0.99
+
+[connected]
+output=64
+activation=relu
+
+[connected]
+output=10
+activation=linear
+
+[softmax]
+";
+
+#[test]
+fn small_mlp_trains_and_quantizes() {
+    let Some(source) = mnist10k() else { return };
+    let dir = std::env::temp_dir().join(format!("darknet-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    darknet(&dir, &["data", "import-idx", source.to_str().unwrap(), "mnist", "--limit", "1000"]);
+    std::fs::write(dir.join("small.cfg"), CFG).unwrap();
+    std::fs::write(
+        dir.join("mnist.data"),
+        "classes=10\ntrain=mnist/train.list\nvalid=mnist/test.list\nlabels=mnist/labels.txt\nbackup=backup\ntop=2\n",
+    )
+    .unwrap();
+
+    darknet(&dir, &["classifier", "train_randseq", "mnist.data", "small.cfg"]);
+    let weights = dir.join("backup/small.weights");
+    assert_eq!(std::fs::metadata(&weights).unwrap().len(), 20 + 4 * (64 + 64 * 2352 + 10 + 10 * 64));
+    let fp32 = top1(&darknet(&dir, &["classifier", "valid", "mnist.data", "small.cfg", "backup/small.weights"]));
+    assert!(fp32 > 0.85, "held-out top-1 {fp32}");
+
+    darknet(&dir, &["classifier", "qat_int8", "mnist.data", "small.cfg", "backup/small.weights"]);
+    let after_qat = top1(&darknet(&dir, &["classifier", "valid", "mnist.data", "small.cfg", "backup/small.qat.int8.weights"]));
+    let int8 = top1(&darknet(
+        &dir,
+        &["classifier", "qat_int8", "mnist.data", "small.cfg", "backup/small.qat.int8.qweights", "backup/small.qat.int8.qparams"],
+    ));
+    let alias = top1(&darknet(
+        &dir,
+        &["classifier", "valid_int8", "mnist.data", "small.cfg", "backup/small.qat.int8.qweights", "backup/small.qat.int8.qparams"],
+    ));
+    assert_eq!(int8, alias);
+    assert!(after_qat > 0.85, "top-1 after QAT {after_qat}");
+    assert!((int8 - after_qat).abs() < 0.01, "INT8 {int8} vs FP32 after QAT {after_qat}");
+
+    // The run log is JSON Lines.
+    let log = std::fs::read_to_string(dir.join("log/small.json")).unwrap();
+    for line in log.lines() {
+        assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "not JSON: {line}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
