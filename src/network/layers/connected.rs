@@ -165,10 +165,12 @@ impl Layer for ConnectedLayer {
 
     fn backward(&mut self, input: &[f32], batch: usize, input_delta: Option<&mut [f32]>) {
         let (k, n) = (self.inputs(), self.outputs);
-        self.activation.backprop(&self.output[..batch * n], &mut self.delta[..batch * n]);
-        for row in self.delta[..batch * n].chunks_exact(n) {
-            for (u, &d) in self.params.bias_updates.iter_mut().zip(row) {
-                *u += d;
+        // One pass: the activation's derivative, then the bias gradient.
+        let act = self.activation;
+        for (d_row, y_row) in self.delta[..batch * n].chunks_exact_mut(n).zip(self.output.chunks_exact(n)) {
+            for ((d, &y), u) in d_row.iter_mut().zip(y_row).zip(self.params.bias_updates.iter_mut()) {
+                *d *= act.gradient(y);
+                *u += *d;
             }
         }
         if self.params.batch_norm.is_some() {

@@ -97,10 +97,25 @@ impl Params {
             }
         }
         let decay_term = -decay * batch as f32;
-        for (w, u) in self.weights.iter_mut().zip(self.weight_updates.iter_mut()) {
-            *u += decay_term * *w;
-            *w += step * *u;
-            *u *= momentum;
+        let update = |weights: &mut [f32], updates: &mut [f32]| {
+            for (w, u) in weights.iter_mut().zip(updates.iter_mut()) {
+                *u += decay_term * *w;
+                *w += step * *u;
+                *u *= momentum;
+            }
+        };
+        // The pass is bound by memory bandwidth; large layers split it over
+        // the thread pool. Each element is independent, so the result does
+        // not depend on the split.
+        const CHUNK: usize = 1 << 16;
+        if self.weights.len() >= 4 * CHUNK {
+            use rayon::prelude::*;
+            self.weights
+                .par_chunks_mut(CHUNK)
+                .zip(self.weight_updates.par_chunks_mut(CHUNK))
+                .for_each(|(w, u)| update(w, u));
+        } else {
+            update(&mut self.weights, &mut self.weight_updates);
         }
     }
 }
