@@ -25,19 +25,21 @@ pub fn load_training_set(setup: &Setup, options: &TrainOptions) -> Result<Arc<Da
     let paths = read_image_list(&list)?;
     let policy = if options.skip_bad_images { UnreadablePolicy::Skip } else { UnreadablePolicy::Fail };
     let started = Instant::now();
-    let data = Dataset::load(&paths, &setup.labels, setup.cfg.net.channels, policy)?;
+    let data = Dataset::load(&paths, &setup.labels, setup.cfg.net.channels, setup.cfg.net.inputs, policy)?;
     for (path, reason) in &data.skipped {
         eprintln!("warning: skipped {}: {reason}", path.display());
     }
     if data.is_empty() {
         bail!("no readable image in {}; check the paths in the list", list.display());
     }
-    eprintln!(
-        "Loaded {} training images from {} into memory in {:.2} s",
-        data.len(),
-        list.display(),
-        started.elapsed().as_secs_f64()
-    );
+    if data.is_cached() {
+        eprintln!(
+            "Loaded {} training images from {} into memory in {:.2} s",
+            data.len(),
+            list.display(),
+            started.elapsed().as_secs_f64()
+        );
+    }
     Ok(Arc::new(data))
 }
 
@@ -84,9 +86,7 @@ pub fn train_loop(
             q.begin_step(step);
         }
         for _ in 0..options.subdivisions {
-            let Some(mut mini) = stream.next() else {
-                bail!("the batch loader stopped early");
-            };
+            let mut mini = stream.next()?;
             loss_sum += match qat.as_deref_mut() {
                 Some(q) => {
                     q.prepare(net, &mut mini.input);

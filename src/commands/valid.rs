@@ -70,7 +70,7 @@ pub fn validate(model: &mut dyn Classifier, setup: &Setup, options: &ValidOption
     let list = setup.data.require(&setup.data.valid, "valid")?;
     check_channels(&setup.cfg.net, &list)?;
     let paths = read_image_list(&list)?;
-    let data = Dataset::load(&paths, &setup.labels, setup.cfg.net.channels, UnreadablePolicy::Skip)?;
+    let data = Dataset::load(&paths, &setup.labels, setup.cfg.net.channels, setup.cfg.net.inputs, UnreadablePolicy::Skip)?;
     for (path, reason) in &data.skipped {
         eprintln!("warning: not validated: {}: {reason}", path.display());
     }
@@ -84,7 +84,7 @@ pub fn validate(model: &mut dyn Classifier, setup: &Setup, options: &ValidOption
     for start in (0..data.len()).step_by(rows_max) {
         let rows = rows_max.min(data.len() - start);
         for r in 0..rows {
-            data.write_input(start + r, &setup.cfg.net, &mut input[r * inputs..(r + 1) * inputs]);
+            data.write_input(start + r, &setup.cfg.net, &mut input[r * inputs..(r + 1) * inputs])?;
         }
         let probabilities = model.classify(&input, rows);
         for r in 0..rows {

@@ -22,46 +22,93 @@ pub enum UnreadablePolicy {
     Skip,
 }
 
-/// Decoded images with their classes, in list order.
+/// Where the pixels of a [`Dataset`] come from.
+enum Pixels {
+    /// Every image decoded once at load time.
+    Cached(Vec<Image8>),
+    /// Decoded again each time it is used, because the set would not fit
+    /// the memory budget; `channels` is the decode mode.
+    Streamed { channels: usize },
+}
+
+/// The images of a list with their classes, in list order.
 pub struct Dataset {
     pub paths: Vec<PathBuf>,
     pub labels: Vec<usize>,
-    pub images: Vec<Image8>,
+    pixels: Pixels,
     /// Entries left out under [`UnreadablePolicy::Skip`], with the reason.
     pub skipped: Vec<(PathBuf, String)>,
 }
 
+/// Bytes the decoded-image cache may use: `DARKNET_CACHE_MB` if set, else
+/// half of the memory the kernel reports as available (1 GiB if unknown).
+pub fn cache_budget_bytes() -> u64 {
+    if let Some(mb) = std::env::var("DARKNET_CACHE_MB").ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+        return mb << 20;
+    }
+    let available_kb = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
+        text.lines()
+            .find(|l| l.starts_with("MemAvailable:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    });
+    available_kb.map(|kb| kb * 1024 / 2).unwrap_or(1 << 30)
+}
+
 impl Dataset {
     pub fn len(&self) -> usize {
-        self.images.len()
+        self.paths.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.images.is_empty()
+        self.paths.is_empty()
     }
 
-    /// Resolves labels and decodes every image of `paths` on all cores.
-    /// A label that matches nothing, or ties, is always an error.
-    pub fn load(paths: &[PathBuf], label_names: &[String], channels: usize, policy: UnreadablePolicy) -> Result<Dataset> {
+    /// True when the images were decoded into memory at load time.
+    pub fn is_cached(&self) -> bool {
+        matches!(self.pixels, Pixels::Cached(_))
+    }
+
+    /// Resolves labels, then decodes every image of `paths` on all cores.
+    /// The decoded pixels are kept when `paths.len() * image_bytes` fits
+    /// [`cache_budget_bytes`]; otherwise only the paths are, and images are
+    /// decoded again on use. A label that matches nothing, or ties, is
+    /// always an error.
+    pub fn load(paths: &[PathBuf], label_names: &[String], channels: usize, image_bytes: usize, policy: UnreadablePolicy) -> Result<Dataset> {
         let labels = paths.iter().map(|p| label_of(p, label_names)).collect::<Result<Vec<_>>>()?;
 
+        let needed = paths.len() as u64 * image_bytes as u64;
+        let budget = cache_budget_bytes();
+        let cache = needed <= budget;
+        if !cache {
+            eprintln!(
+                "The {} images need about {} MB decoded, more than the cache budget of {} MB, so they are decoded on every use (set DARKNET_CACHE_MB to change the budget)",
+                paths.len(),
+                needed >> 20,
+                budget >> 20
+            );
+        }
+
+        // Decode everything once on all cores: to fill the cache, or only to
+        // find unreadable entries before the run starts.
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
         let chunk = paths.len().div_ceil(threads).max(1);
-        let decoded: Vec<Result<Image8>> = std::thread::scope(|scope| {
+        let decoded: Vec<Result<Option<Image8>>> = std::thread::scope(|scope| {
             let handles: Vec<_> = paths
                 .chunks(chunk)
-                .map(|part| scope.spawn(move || part.iter().map(|p| load_image(p, channels)).collect::<Vec<_>>()))
+                .map(|part| scope.spawn(move || part.iter().map(|p| load_image(p, channels).map(|img| cache.then_some(img))).collect::<Vec<_>>()))
                 .collect();
             handles.into_iter().flat_map(|h| h.join().expect("image decoder thread panicked")).collect()
         });
 
-        let mut data = Dataset { paths: Vec::new(), labels: Vec::new(), images: Vec::new(), skipped: Vec::new() };
+        let mut data = Dataset { paths: Vec::new(), labels: Vec::new(), pixels: Pixels::Streamed { channels }, skipped: Vec::new() };
+        let mut images = Vec::with_capacity(if cache { paths.len() } else { 0 });
         for ((path, label), image) in paths.iter().zip(labels).zip(decoded) {
             match image {
                 Ok(img) => {
                     data.paths.push(path.clone());
                     data.labels.push(label);
-                    data.images.push(img);
+                    images.extend(img);
                 }
                 Err(e) if policy == UnreadablePolicy::Skip => data.skipped.push((path.clone(), format!("{e:#}"))),
                 Err(e) => {
@@ -72,12 +119,24 @@ impl Dataset {
                 }
             }
         }
+        if cache {
+            data.pixels = Pixels::Cached(images);
+        }
         Ok(data)
     }
 
+    /// Returns image `index`, from the cache or freshly decoded.
+    pub fn image(&self, index: usize) -> Result<std::borrow::Cow<'_, Image8>> {
+        match &self.pixels {
+            Pixels::Cached(images) => Ok(std::borrow::Cow::Borrowed(&images[index])),
+            Pixels::Streamed { channels } => Ok(std::borrow::Cow::Owned(load_image(&self.paths[index], *channels)?)),
+        }
+    }
+
     /// Writes image `index` as CHW floats without augmentation (center crop).
-    pub fn write_input(&self, index: usize, options: &NetOptions, out: &mut [f32]) {
-        to_chw(&self.images[index], options.height, options.width, None, out);
+    pub fn write_input(&self, index: usize, options: &NetOptions, out: &mut [f32]) -> Result<()> {
+        to_chw(&*self.image(index)?, options.height, options.width, None, out);
+        Ok(())
     }
 }
 
@@ -127,7 +186,7 @@ pub struct Batch {
 }
 
 /// Fills one augmented training batch starting at `first_sample`.
-pub fn make_batch(data: &Dataset, order: &mut SampleOrder, options: &NetOptions, classes: usize, first_sample: u64, rows: usize, seed: u64) -> Batch {
+pub fn make_batch(data: &Dataset, order: &mut SampleOrder, options: &NetOptions, classes: usize, first_sample: u64, rows: usize, seed: u64) -> Result<Batch> {
     let inputs = options.inputs;
     let mut input = vec![0.0f32; rows * inputs];
     let mut truth = vec![0.0f32; rows * classes];
@@ -137,24 +196,24 @@ pub fn make_batch(data: &Dataset, order: &mut SampleOrder, options: &NetOptions,
     let plane = options.height * options.width;
     for r in 0..rows {
         let index = order.image_at(first_sample + r as u64);
-        let img = &data.images[index];
+        let img = data.image(index)?;
         let out = &mut input[r * inputs..(r + 1) * inputs];
         let offset = if img.width > options.width || img.height > options.height {
             Some((rng.gen_range(0..=img.height - options.height.min(img.height)), rng.gen_range(0..=img.width - options.width.min(img.width))))
         } else {
             None
         };
-        to_chw(img, options.height, options.width, offset, out);
+        to_chw(&img, options.height, options.width, offset, out);
         let d = Distortion::random(&mut rng, options.hue, options.saturation, options.exposure);
         distort(out, plane, d);
         truth[r * classes + data.labels[index]] = 1.0;
     }
-    Batch { first_sample, rows, input, truth }
+    Ok(Batch { first_sample, rows, input, truth })
 }
 
 /// Training batches prepared on a background thread, one ahead of use.
 pub struct BatchStream {
-    receiver: Receiver<Batch>,
+    receiver: Receiver<Result<Batch>>,
     worker: Option<JoinHandle<()>>,
 }
 
@@ -167,7 +226,8 @@ impl BatchStream {
             for b in 0..count {
                 let start = first_sample + (b * rows) as u64;
                 let batch = make_batch(&data, &mut order, &options, classes, start, rows, seed);
-                if sender.send(batch).is_err() {
+                let failed = batch.is_err();
+                if sender.send(batch).is_err() || failed {
                     return;
                 }
             }
@@ -175,8 +235,9 @@ impl BatchStream {
         BatchStream { receiver, worker: Some(worker) }
     }
 
-    pub fn next(&mut self) -> Option<Batch> {
-        self.receiver.recv().ok()
+    /// Returns the next batch, or the error that stopped the loader.
+    pub fn next(&mut self) -> Result<Batch> {
+        self.receiver.recv().map_err(|_| anyhow::anyhow!("the batch loader stopped before the last batch"))?
     }
 }
 
