@@ -1,5 +1,8 @@
 //! Writes a file through a temporary file in the same directory, then
 //! renames it over the target, so a crash leaves the old file intact.
+//!
+//! A process killed during a save leaves its `.NAME.PID.tmp` file behind
+//! next to the target; nothing reads it, and it can be deleted.
 
 use anyhow::{Context, Result};
 use std::fs::{self, File};
@@ -26,12 +29,28 @@ pub fn write_atomic(target: &Path, write: impl FnOnce(&mut dyn Write) -> Result<
         let file = writer.into_inner().map_err(|e| e.into_error()).with_context(|| format!("writing {}", tmp.display()))?;
         file.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
         fs::rename(&tmp, target).with_context(|| format!("renaming {} to {}", tmp.display(), target.display()))?;
+        sync_directory(target);
         Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result.with_context(|| format!("cannot write {}", target.display()))
+}
+
+/// Syncs the directory of `target` so the rename itself survives a power
+/// loss. Failures are ignored: some file systems cannot sync a directory,
+/// and the file is complete either way.
+fn sync_directory(target: &Path) {
+    #[cfg(unix)]
+    {
+        let dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if let Ok(handle) = File::open(dir) {
+            let _ = handle.sync_all();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = target;
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use super::atomic::write_atomic;
 use super::weights::group_digits;
 use crate::network::layers::ParamLayout;
 use crate::quant::affine::QuantParams;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::path::Path;
 
 /// Bytes per layer in `.qparams`.
@@ -27,23 +27,41 @@ pub struct LayerQWeights {
     pub weights: Vec<i8>,
 }
 
-fn read_exact_size(path: &Path, what: &str, expected: usize, cfg_name: &Path) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {what} file {}: {e}", path.display()))?;
+fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| {
+        format!("cannot read {what} file {}; check the path (qat_int8 DATA CFG WEIGHTS writes it to BACKUP)", path.display())
+    })
+}
+
+fn check_size(bytes: &[u8], what: &str, expected: usize, source: &Path, cfg_name: &Path) -> Result<()> {
     if bytes.len() != expected {
+        let problem = if bytes.len() < expected {
+            "it is truncated or was written for a smaller network"
+        } else {
+            "it has extra bytes or was written for a larger network"
+        };
         bail!(
-            "{what} file {}: expected {} bytes for {}, found {}; it is cut short or was written for another cfg, so nothing was loaded",
-            path.display(),
+            "{what} file {}: expected {} bytes for {}, found {}; {problem}, so nothing was loaded. Pass the file written for this cfg",
+            source.display(),
             group_digits(expected),
             cfg_name.display(),
             group_digits(bytes.len())
         );
     }
-    Ok(bytes)
+    Ok(())
 }
 
 /// Reads `layers` entries from a `.qparams` file.
 pub fn read_qparams(path: &Path, layers: usize, cfg_name: &Path) -> Result<Vec<LayerQParams>> {
-    let bytes = read_exact_size(path, ".qparams", layers * QPARAMS_LAYER_BYTES, cfg_name)?;
+    let bytes = read_file(path, ".qparams")?;
+    decode_qparams(&bytes, layers, path, cfg_name)
+}
+
+/// Decodes the bytes of a `.qparams` file with `layers` entries; `source`
+/// and `cfg_name` are only used in messages.
+pub fn decode_qparams(bytes: &[u8], layers: usize, source: &Path, cfg_name: &Path) -> Result<Vec<LayerQParams>> {
+    let expected = layers.checked_mul(QPARAMS_LAYER_BYTES).context("the number of layers is too large")?;
+    check_size(bytes, ".qparams", expected, source, cfg_name)?;
     let mut out = Vec::with_capacity(layers);
     for (index, chunk) in bytes.chunks_exact(QPARAMS_LAYER_BYTES).enumerate() {
         let f = |i: usize| f32::from_le_bytes([chunk[i], chunk[i + 1], chunk[i + 2], chunk[i + 3]]);
@@ -51,8 +69,8 @@ pub fn read_qparams(path: &Path, layers: usize, cfg_name: &Path) -> Result<Vec<L
         for (name, s) in [("S1", s1), ("S2", s2), ("S3", s3)] {
             if !(s.is_finite() && s > 0.0) {
                 bail!(
-                    ".qparams file {}: layer {index} has {name} = {s}; scales must be positive and finite, so the file is damaged or not a .qparams file",
-                    path.display()
+                    ".qparams file {}: layer {index} has {name} = {s}, but scales must be positive and finite; the file is damaged or is not a .qparams file",
+                    source.display()
                 );
             }
         }
@@ -84,14 +102,27 @@ pub fn write_qparams(path: &Path, params: &[LayerQParams]) -> Result<()> {
     write_atomic(path, |w| Ok(w.write_all(&bytes)?))
 }
 
-/// Bytes of a `.qweights` file for these layers.
-pub fn qweights_size(layouts: &[ParamLayout]) -> usize {
-    layouts.iter().map(|l| 4 * l.outputs() + l.outputs() * l.fan_in()).sum()
+/// Bytes of a `.qweights` file for these layers, or `None` when the count
+/// does not fit in `usize`.
+pub fn qweights_size(layouts: &[ParamLayout]) -> Option<usize> {
+    layouts.iter().try_fold(0usize, |total, l| {
+        let weights = l.outputs().checked_mul(l.fan_in())?;
+        let biases = l.outputs().checked_mul(4)?;
+        total.checked_add(weights)?.checked_add(biases)
+    })
 }
 
 /// Reads a `.qweights` file laid out for `layouts`.
 pub fn read_qweights(path: &Path, layouts: &[ParamLayout], cfg_name: &Path) -> Result<Vec<LayerQWeights>> {
-    let bytes = read_exact_size(path, ".qweights", qweights_size(layouts), cfg_name)?;
+    let bytes = read_file(path, ".qweights")?;
+    decode_qweights(&bytes, layouts, path, cfg_name)
+}
+
+/// Decodes the bytes of a `.qweights` file laid out for `layouts`; `source`
+/// and `cfg_name` are only used in messages.
+pub fn decode_qweights(bytes: &[u8], layouts: &[ParamLayout], source: &Path, cfg_name: &Path) -> Result<Vec<LayerQWeights>> {
+    let expected = qweights_size(layouts).with_context(|| format!("{}: the network is too large to address", cfg_name.display()))?;
+    check_size(bytes, ".qweights", expected, source, cfg_name)?;
     let mut offset = 0;
     let mut out = Vec::with_capacity(layouts.len());
     for layout in layouts {
@@ -138,7 +169,7 @@ mod tests {
             ParamLayout::Connected { inputs: 512, outputs: 256 },
             ParamLayout::Connected { inputs: 256, outputs: 10 },
         ];
-        assert_eq!(qweights_size(&layouts), 3_073_576);
+        assert_eq!(qweights_size(&layouts), Some(3_073_576));
         assert_eq!(4 * QPARAMS_LAYER_BYTES, 60);
     }
 

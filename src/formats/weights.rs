@@ -8,7 +8,7 @@
 use super::atomic::write_atomic;
 use crate::network::layers::{ParamLayout, Params};
 use crate::network::Network;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use byteorder::{LittleEndian, ReadBytesExt, WriteBytesExt};
 use std::io::{Cursor, Write};
 use std::path::Path;
@@ -23,8 +23,10 @@ pub struct WeightsHeader {
 }
 
 impl WeightsHeader {
+    /// Darknet stores `seen` as u64 from version 0.2 on. The sum is taken in
+    /// i64 because a damaged header can hold any i32.
     fn seen_is_u64(major: i32, minor: i32) -> bool {
-        major * 10 + minor >= 2 && major < 1000 && minor < 1000
+        major as i64 * 10 + minor as i64 >= 2 && major < 1000 && minor < 1000
     }
 
     fn transposed(&self) -> bool {
@@ -52,59 +54,82 @@ pub fn expected_size(net: &Network, header_bytes: usize) -> usize {
     header_bytes + net.layers.iter().filter_map(|l| l.params()).map(layer_bytes).sum::<usize>()
 }
 
-fn read_f32s(cursor: &mut Cursor<&[u8]>, out: &mut [f32]) {
-    // The size was checked before any read, so these reads cannot fail.
-    cursor.read_f32_into::<LittleEndian>(out).expect("size checked before reading");
+fn read_f32s(cursor: &mut Cursor<&[u8]>, out: &mut [f32]) -> Result<()> {
+    cursor
+        .read_f32_into::<LittleEndian>(out)
+        .context("the file ended early, although its size matched; this is a bug in the size check")
+}
+
+/// Decodes the header at the start of `bytes`.
+fn decode_header(bytes: &[u8], source: &Path) -> Result<WeightsHeader> {
+    if bytes.len() < 16 {
+        bail!(
+            "weights file {} is {} bytes, too short for a Darknet header (at least 16 bytes); it is truncated or not a .weights file",
+            source.display(),
+            bytes.len()
+        );
+    }
+    let mut cursor = Cursor::new(bytes);
+    let major = cursor.read_i32::<LittleEndian>()?;
+    let minor = cursor.read_i32::<LittleEndian>()?;
+    let revision = cursor.read_i32::<LittleEndian>()?;
+    let seen = if WeightsHeader::seen_is_u64(major, minor) {
+        if bytes.len() < 20 {
+            bail!(
+                "weights file {} ends inside its header: version {major}.{minor} needs 20 header bytes, the file has {}",
+                source.display(),
+                bytes.len()
+            );
+        }
+        cursor.read_u64::<LittleEndian>()?
+    } else {
+        cursor.read_u32::<LittleEndian>()? as u64
+    };
+    Ok(WeightsHeader { major, minor, revision, seen })
 }
 
 /// Reads `path` into the parameters of `net` and sets `net.seen`. Fails,
 /// leaving `net` untouched, when the size differs from what `cfg_name` implies
 /// or a value is not finite.
 pub fn load_weights(net: &mut Network, path: &Path, cfg_name: &Path) -> Result<WeightsHeader> {
-    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read weights file {}: {e}", path.display()))?;
-    if bytes.len() < 16 {
-        bail!(
-            "weights file {} is {} bytes, too short for a Darknet header; is it a .weights file?",
-            path.display(),
-            bytes.len()
-        );
-    }
-    let mut cursor = Cursor::new(bytes.as_slice());
-    let major = cursor.read_i32::<LittleEndian>()?;
-    let minor = cursor.read_i32::<LittleEndian>()?;
-    let revision = cursor.read_i32::<LittleEndian>()?;
-    let seen = if WeightsHeader::seen_is_u64(major, minor) {
-        if bytes.len() < 20 {
-            bail!("weights file {} ends inside its header", path.display());
-        }
-        cursor.read_u64::<LittleEndian>()?
-    } else {
-        cursor.read_u32::<LittleEndian>()? as u64
-    };
-    let header = WeightsHeader { major, minor, revision, seen };
+    let bytes = std::fs::read(path).with_context(|| {
+        format!("cannot read weights file {}; check the path, or leave WEIGHTS out to train from random weights", path.display())
+    })?;
+    decode_weights(net, &bytes, path, cfg_name)
+}
 
+/// Decodes the bytes of a `.weights` file into `net`, as [`load_weights`];
+/// `source` and `cfg_name` are only used in messages.
+pub fn decode_weights(net: &mut Network, bytes: &[u8], source: &Path, cfg_name: &Path) -> Result<WeightsHeader> {
+    let header = decode_header(bytes, source)?;
     let expected = expected_size(net, header.byte_len());
     if bytes.len() != expected {
+        let problem = if bytes.len() < expected {
+            "it is truncated or was written for a smaller network"
+        } else {
+            "it has extra bytes or was written for a larger network"
+        };
         bail!(
-            "weights file {}: expected {} bytes for {}, found {}; the file was {} for this cfg (or made for another cfg), so no weights were loaded",
-            path.display(),
+            "weights file {}: expected {} bytes for {}, found {}; {problem}, so no weights were loaded. Pass the weights written for this cfg",
+            source.display(),
             group_digits(expected),
             cfg_name.display(),
-            group_digits(bytes.len()),
-            if bytes.len() < expected { "cut short or made" } else { "made with more layers" }
+            group_digits(bytes.len())
         );
     }
 
     // Decode into copies first so a bad value leaves the network unchanged.
+    let mut cursor = Cursor::new(bytes);
+    cursor.set_position(header.byte_len() as u64);
     let mut loaded: Vec<(usize, Params)> = Vec::new();
     for (index, layer) in net.layers.iter().enumerate() {
         let Some(params) = layer.params() else { continue };
         let mut p = params.clone();
         let n = p.layout.outputs();
-        read_f32s(&mut cursor, &mut p.biases);
+        read_f32s(&mut cursor, &mut p.biases)?;
         match p.layout {
             ParamLayout::Connected { inputs, outputs } => {
-                read_f32s(&mut cursor, &mut p.weights);
+                read_f32s(&mut cursor, &mut p.weights)?;
                 if header.transposed() {
                     let stored = p.weights.clone();
                     for i in 0..inputs {
@@ -114,26 +139,24 @@ pub fn load_weights(net: &mut Network, path: &Path, cfg_name: &Path) -> Result<W
                     }
                 }
                 if let Some(bn) = p.batch_norm.as_mut() {
-                    read_f32s(&mut cursor, &mut bn.scales[..n]);
-                    read_f32s(&mut cursor, &mut bn.rolling_mean[..n]);
-                    read_f32s(&mut cursor, &mut bn.rolling_variance[..n]);
+                    read_f32s(&mut cursor, &mut bn.scales[..n])?;
+                    read_f32s(&mut cursor, &mut bn.rolling_mean[..n])?;
+                    read_f32s(&mut cursor, &mut bn.rolling_variance[..n])?;
                 }
             }
             ParamLayout::Convolutional { .. } => {
                 if let Some(bn) = p.batch_norm.as_mut() {
-                    read_f32s(&mut cursor, &mut bn.scales[..n]);
-                    read_f32s(&mut cursor, &mut bn.rolling_mean[..n]);
-                    read_f32s(&mut cursor, &mut bn.rolling_variance[..n]);
+                    read_f32s(&mut cursor, &mut bn.scales[..n])?;
+                    read_f32s(&mut cursor, &mut bn.rolling_mean[..n])?;
+                    read_f32s(&mut cursor, &mut bn.rolling_variance[..n])?;
                 }
-                read_f32s(&mut cursor, &mut p.weights);
+                read_f32s(&mut cursor, &mut p.weights)?;
             }
         }
-        let all_finite = p.biases.iter().chain(&p.weights).all(|v| v.is_finite())
-            && p.batch_norm.as_ref().map_or(true, |bn| bn.scales.iter().chain(&bn.rolling_mean).chain(&bn.rolling_variance).all(|v| v.is_finite()));
-        if !all_finite {
+        if !params_are_finite(&p) {
             bail!(
-                "weights file {}: layer {} ([{}]) contains NaN or infinite values; the training that wrote it diverged, retrain or use an earlier file",
-                path.display(),
+                "weights file {}: layer {} ([{}]) contains NaN or infinite values; the training that wrote it diverged, so retrain or use an earlier file",
+                source.display(),
                 index,
                 layer.kind()
             );
@@ -141,16 +164,34 @@ pub fn load_weights(net: &mut Network, path: &Path, cfg_name: &Path) -> Result<W
         loaded.push((index, p));
     }
     for (index, p) in loaded {
-        let target = net.layers[index].params_mut().expect("layer has parameters");
+        let Some(target) = net.layers[index].params_mut() else {
+            bail!("layer {index} lost its parameters while loading; this is a bug");
+        };
         target.biases = p.biases;
         target.weights = p.weights;
         target.batch_norm = p.batch_norm;
+        if let Some(bn) = target.batch_norm.as_mut() {
+            bn.scale_updates.fill(0.0);
+        }
         target.bias_updates.fill(0.0);
         target.weight_updates.fill(0.0);
         target.forward_weights = None;
     }
-    net.seen = seen;
+    net.seen = header.seen;
     Ok(header)
+}
+
+/// True when every value that `.weights` stores for these parameters is finite.
+pub fn params_are_finite(p: &Params) -> bool {
+    let batch_norm_finite = p.batch_norm.as_ref().map_or(true, |bn| {
+        bn.scales.iter().chain(&bn.rolling_mean).chain(&bn.rolling_variance).all(|v| v.is_finite())
+    });
+    p.biases.iter().chain(&p.weights).all(|v| v.is_finite()) && batch_norm_finite
+}
+
+/// True when every layer's stored parameters are finite.
+pub fn network_is_finite(net: &Network) -> bool {
+    net.layers.iter().filter_map(|l| l.params()).all(params_are_finite)
 }
 
 /// Encodes the parameters of `net` in Darknet's format, version 0.2.0 with a u64 `seen`.
