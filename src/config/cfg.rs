@@ -166,7 +166,11 @@ fn parse_net(section: &Section, path: &Path) -> Result<NetOptions> {
     let height = r.get_or("height", 0usize)?;
     let width = r.get_or("width", 0usize)?;
     let channels = r.get_or("channels", 0usize)?;
-    let inputs = r.get_or("inputs", height * width * channels)?;
+    let image_size = height.checked_mul(width).and_then(|v| v.checked_mul(channels));
+    let Some(image_size) = image_size else {
+        return Err(r.error_at("height", &format!("height*width*channels = {height}*{width}*{channels} is too large")));
+    };
+    let inputs = r.get_or("inputs", image_size)?;
     if inputs == 0 {
         return Err(r.error_at(
             "height",
@@ -213,7 +217,7 @@ fn parse_net(section: &Section, path: &Path) -> Result<NetOptions> {
         width,
         channels,
         inputs,
-        max_crop: r.get_or("max_crop", width.max(height) * 2)?,
+        max_crop: r.get_or("max_crop", width.max(height).saturating_mul(2))?,
         min_crop: r.get_or("min_crop", width.max(height))?,
         angle: r.get_or("angle", 0.0f32)?,
         aspect: r.get_or("aspect", 1.0f32)?,

@@ -39,10 +39,10 @@ impl DataConfig {
         let config = DataConfig {
             path: path.to_path_buf(),
             classes,
-            train: r.get_str("train").map(PathBuf::from),
-            valid: r.get_str("valid").map(PathBuf::from),
-            labels: r.get_str("labels").map(PathBuf::from),
-            backup: PathBuf::from(r.get_str("backup").unwrap_or("backup")),
+            train: path_value(&r, "train")?,
+            valid: path_value(&r, "valid")?,
+            labels: path_value(&r, "labels")?,
+            backup: path_value(&r, "backup")?.unwrap_or_else(|| PathBuf::from("backup")),
             top,
             warnings: Vec::new(),
         };
@@ -64,6 +64,16 @@ impl DataConfig {
                 if key == "valid" { "test" } else { key }
             ),
         }
+    }
+}
+
+/// Returns the path of `key`; a key with an empty value is an error, since
+/// it would otherwise name the current directory.
+fn path_value(r: &Reader, key: &str) -> Result<Option<PathBuf>> {
+    match r.get_str(key) {
+        None => Ok(None),
+        Some("") => Err(r.error_at(key, &format!("'{key}' has no value; write a path after '{key} ='"))),
+        Some(value) => Ok(Some(PathBuf::from(value))),
     }
 }
 
@@ -100,6 +110,20 @@ mod tests {
         let data = DataConfig::parse("classes=2\nlables=x\n", Path::new("d.data")).unwrap();
         assert_eq!(data.warnings.len(), 1);
         assert!(data.warnings[0].contains("lables"));
+    }
+
+    #[test]
+    fn empty_path_is_error_with_line() {
+        let err = DataConfig::parse("classes=2\ntrain =\n", Path::new("d.data")).unwrap_err().to_string();
+        assert!(err.contains("d.data:2"), "{err}");
+        assert!(err.contains("'train' has no value"), "{err}");
+    }
+
+    #[test]
+    fn non_numeric_classes_is_error_with_line() {
+        let err = DataConfig::parse("classes=ten\n", Path::new("d.data")).unwrap_err().to_string();
+        assert!(err.contains("d.data:1"), "{err}");
+        assert!(err.contains("'ten'"), "{err}");
     }
 
     #[test]

@@ -114,6 +114,35 @@ pub fn parse_key_values(text: &str, file: &Path) -> Result<Vec<Entry>> {
     Ok(entries)
 }
 
+/// A type that a `key=value` line can hold.
+pub trait ConfigValue: FromStr {
+    /// What a valid value looks like, for messages.
+    const EXPECTED: &'static str;
+
+    /// Returns false for values that parse but that no config may hold.
+    fn is_allowed(&self) -> bool {
+        true
+    }
+}
+
+impl ConfigValue for usize {
+    const EXPECTED: &'static str = "a whole number such as 0 or 128";
+}
+
+impl ConfigValue for u8 {
+    const EXPECTED: &'static str = "0 or 1";
+}
+
+impl ConfigValue for f32 {
+    const EXPECTED: &'static str = "a finite number such as 0.001";
+
+    /// `nan`, `inf` and values beyond the f32 range parse, but would poison
+    /// every later computation.
+    fn is_allowed(&self) -> bool {
+        self.is_finite()
+    }
+}
+
 /// Typed access to the entries of one section; the last occurrence of a key wins.
 pub struct Reader<'a> {
     pub file: &'a Path,
@@ -134,26 +163,26 @@ impl<'a> Reader<'a> {
     }
 
     /// Returns the parsed value of `key`, or `None` when the key is absent.
-    pub fn get<T: FromStr>(&self, key: &str) -> Result<Option<T>> {
+    pub fn get<T: ConfigValue>(&self, key: &str) -> Result<Option<T>> {
         let Some(entry) = self.find(key) else {
             return Ok(None);
         };
-        let value = entry.value.parse::<T>().ok().with_context(|| {
-            format!(
+        match entry.value.parse::<T>() {
+            Ok(value) if value.is_allowed() => Ok(Some(value)),
+            _ => bail!(
                 "{}:{}: invalid value '{}' for '{}' in [{}]: expected {}",
                 self.file.display(),
                 entry.line,
                 entry.value,
                 key,
                 self.section,
-                std::any::type_name::<T>()
-            )
-        })?;
-        Ok(Some(value))
+                T::EXPECTED
+            ),
+        }
     }
 
     /// Returns the parsed value of `key`, or `default` when the key is absent.
-    pub fn get_or<T: FromStr>(&self, key: &str, default: T) -> Result<T> {
+    pub fn get_or<T: ConfigValue>(&self, key: &str, default: T) -> Result<T> {
         Ok(self.get(key)?.unwrap_or(default))
     }
 
@@ -168,24 +197,24 @@ impl<'a> Reader<'a> {
     }
 
     /// Returns a comma-separated list of numbers, such as `steps=100,200`.
-    pub fn get_list<T: FromStr>(&self, key: &str) -> Result<Option<Vec<T>>> {
+    pub fn get_list<T: ConfigValue>(&self, key: &str) -> Result<Option<Vec<T>>> {
         let Some(entry) = self.find(key) else {
             return Ok(None);
         };
         let mut values = Vec::new();
         for part in entry.value.split(',').filter(|p| !p.is_empty()) {
-            let value = part.trim().parse::<T>().ok().with_context(|| {
-                format!(
-                    "{}:{}: invalid value '{}' in list '{}' of [{}]: expected comma-separated {}",
+            match part.trim().parse::<T>() {
+                Ok(value) if value.is_allowed() => values.push(value),
+                _ => bail!(
+                    "{}:{}: invalid value '{}' in list '{}' of [{}]: expected comma-separated values, each {}",
                     self.file.display(),
                     entry.line,
                     part,
                     key,
                     self.section,
-                    std::any::type_name::<T>()
-                )
-            })?;
-            values.push(value);
+                    T::EXPECTED
+                ),
+            }
         }
         Ok(Some(values))
     }
@@ -219,7 +248,7 @@ pub fn unused_key_warnings(file: &Path, section: &str, entries: &[Entry]) -> Vec
 /// Reads a text file with a message that names it.
 pub fn read_text(path: &Path, what: &str) -> Result<String> {
     let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read {} file {}", what, path.display()))?;
+        .with_context(|| format!("cannot read {} file {}; check the path", what, path.display()))?;
     String::from_utf8(bytes).map_err(|_| {
         anyhow::anyhow!(
             "{} file {} is not UTF-8 text; is it the right file?",
