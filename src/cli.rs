@@ -46,7 +46,9 @@ pub struct TrainOptions {
     /// Leave out list entries that cannot be read or decoded instead of stopping.
     #[arg(long)]
     pub skip_bad_images: bool,
-    /// Write BACKUP/<cfg base>.backup every N batches (0: only at the end and on Ctrl-C).
+    /// train_randseq: write the checkpoint BACKUP/<cfg base>.backup after each
+    /// batch whose number is a multiple of N (0: only when Ctrl-C, SIGTERM or
+    /// a NaN/infinite loss stops the run). Pass it as WEIGHTS to resume.
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub checkpoint_every: usize,
 }

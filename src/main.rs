@@ -1,6 +1,11 @@
 use clap::Parser;
 use darknet::cli::Cli;
+use darknet::commands::Interrupted;
 use std::process::ExitCode;
+
+/// Exit status of a run stopped by a signal after saving its checkpoint,
+/// as shells report a process ended by SIGINT (128 + 2).
+const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -8,7 +13,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            if err.downcast_ref::<Interrupted>().is_some() {
+                ExitCode::from(EXIT_INTERRUPTED)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -6,11 +6,12 @@ pub mod train;
 pub mod valid;
 
 use crate::cli::{ClassifierCommand, Cli, DataCommand, TopCommand};
-use crate::config::cfg::NetworkConfig;
+use crate::config::cfg::{LayerSpec, NetworkConfig};
 use crate::config::data_file::DataConfig;
 use crate::data::lists::read_labels;
 use crate::formats::{expect_kind, FileKind};
-use anyhow::Result;
+use crate::network::Network;
+use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 
 /// The `.data` and `.cfg` files of a run, with the label names.
@@ -37,7 +38,101 @@ impl Setup {
     pub fn output_path(&self, suffix: &str) -> PathBuf {
         self.data.backup.join(format!("{}{}", self.cfg.base_name(), suffix))
     }
+
+    /// The text files this run reads: the `.data` and `.cfg` files, the
+    /// labels and the list files it names. Image files are not included.
+    pub fn text_inputs(&self) -> Vec<PathBuf> {
+        let mut inputs = vec![self.data.path.clone(), self.cfg.path.clone()];
+        inputs.extend([&self.data.labels, &self.data.train, &self.data.valid].into_iter().flatten().cloned());
+        inputs
+    }
+
+    /// Builds the FP32 network with buffers for `max_batch` rows, after
+    /// checking that its size can be allocated at all.
+    pub fn build_network(&self, max_batch: usize, seed: u64) -> Result<Network> {
+        check_network_size(&self.cfg, max_batch)?;
+        Network::build(&self.cfg, max_batch, seed)
+    }
 }
+
+/// An estimate of the f32 values that training a network for `cfg` with
+/// `max_batch` rows allocates: per layer with parameters the weights, their
+/// updates and a fake-quantized copy; per layer three `[rows][outputs]`
+/// buffers (output, delta, one scratch); per convolution its im2col
+/// workspace; plus the input batch. `None` when the count overflows
+/// `usize`. Shapes follow Darknet's formulas; a layer that does not fit its
+/// input ends the estimate there, and `Network::build` reports it.
+fn estimated_values(cfg: &NetworkConfig, max_batch: usize) -> Option<usize> {
+    let net = &cfg.net;
+    let (mut c, mut h, mut w) = if net.height * net.width * net.channels == net.inputs {
+        (net.channels, net.height, net.width)
+    } else {
+        (net.inputs, 1, 1)
+    };
+    let mut total = max_batch.checked_mul(net.inputs)?.checked_mul(2)?;
+    for layer in &cfg.layers {
+        match layer.spec {
+            LayerSpec::Connected { output, .. } => {
+                let weights = c.checked_mul(h)?.checked_mul(w)?.checked_mul(output)?.checked_mul(3)?;
+                total = total.checked_add(weights)?.checked_add(output.checked_mul(4)?)?;
+                (c, h, w) = (output, 1, 1);
+            }
+            LayerSpec::Convolutional { filters, size, stride, pad, .. } => {
+                let out_h = (h.checked_add(pad.checked_mul(2)?)?.checked_sub(size)?) / stride + 1;
+                let out_w = (w.checked_add(pad.checked_mul(2)?)?.checked_sub(size)?) / stride + 1;
+                let patch = c.checked_mul(size)?.checked_mul(size)?;
+                let weights = patch.checked_mul(filters)?.checked_mul(3)?;
+                let workspace = patch.checked_mul(out_h)?.checked_mul(out_w)?;
+                total = total.checked_add(weights)?.checked_add(workspace)?.checked_add(filters.checked_mul(4)?)?;
+                (c, h, w) = (filters, out_h, out_w);
+            }
+            // Darknet pads a max pool by size - 1 in total, so the size cancels.
+            LayerSpec::MaxPool { stride, .. } => (h, w) = ((h.checked_sub(1)?) / stride + 1, (w.checked_sub(1)?) / stride + 1),
+            LayerSpec::AvgPool => (h, w) = (1, 1),
+            LayerSpec::Softmax { .. } | LayerSpec::Dropout { .. } | LayerSpec::Cost { .. } => {}
+        }
+        let buffers = max_batch.checked_mul(c)?.checked_mul(h)?.checked_mul(w)?.checked_mul(3)?;
+        total = total.checked_add(buffers)?;
+    }
+    Some(total)
+}
+
+/// Fails when the network of `cfg` is too large to address or when the
+/// allocator rejects a block of its estimated size, with a message naming
+/// the cfg, instead of an abort inside `Network::build`.
+fn check_network_size(cfg: &NetworkConfig, max_batch: usize) -> Result<()> {
+    let bytes = estimated_values(cfg, max_batch).and_then(|values| values.checked_mul(std::mem::size_of::<f32>()));
+    let fix = "lower output= of the [connected] layers, batch=, or height/width/channels";
+    let Some(bytes) = bytes.filter(|&b| b <= isize::MAX as usize) else {
+        bail!("{}: the network is too large to address in memory; {fix}", cfg.path.display());
+    };
+    // Reserving without touching the pages costs little, and on Linux a
+    // block larger than memory plus swap is rejected here.
+    let mut probe: Vec<u8> = Vec::new();
+    if probe.try_reserve_exact(bytes).is_err() {
+        bail!(
+            "{}: the network needs about {} bytes with {max_batch} rows per batch, and that much memory cannot be allocated; {fix}",
+            cfg.path.display(),
+            crate::formats::weights::group_digits(bytes)
+        );
+    }
+    Ok(())
+}
+
+/// The error of a run stopped by SIGINT, SIGTERM or SIGHUP after its
+/// checkpoint was saved; `main` exits with status 130 for it.
+#[derive(Debug)]
+pub struct Interrupted {
+    pub message: String,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -55,8 +150,8 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             ClassifierCommand::QatInt8 { data, cfg, weights, qparams, train, valid } => match qparams {
                 Some(qparams) => {
-                    expect_kind(&weights, FileKind::QWeights, "the third file of qat_int8 with two files (QWEIGHTS)")?;
-                    expect_kind(&qparams, FileKind::QParams, "the fourth file of qat_int8 (QPARAMS)")?;
+                    expect_kind(&weights, FileKind::QWeights, "QWEIGHTS of qat_int8 DATA CFG QWEIGHTS QPARAMS")?;
+                    expect_kind(&qparams, FileKind::QParams, "QPARAMS of qat_int8 DATA CFG QWEIGHTS QPARAMS")?;
                     valid::run_int8(&data, &cfg, &weights, &qparams, &valid)
                 }
                 None => {

@@ -1,7 +1,7 @@
 //! `classifier qat_int8 DATA CFG WEIGHTS`: QAT fine-tuning from FP32 weights,
 //! writing `.qat.int8.weights`, `.qat.int8.qweights` and `.qat.int8.qparams`.
 
-use super::train::{check_classes, load_training_set, run_record, train_loop};
+use super::train::{check_classes, load_training_set, run_record, train_loop, LoopControl};
 use super::Setup;
 use crate::cli::TrainOptions;
 use crate::formats::qfiles::{write_qparams, write_qweights};
@@ -10,13 +10,15 @@ use crate::formats::ensure_not_an_input;
 use crate::log::RunLog;
 use crate::network::Network;
 use crate::quant::qat::QatState;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::json;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+/// `classifier qat_int8 DATA CFG WEIGHTS`. Unlike `train_randseq`, QAT
+/// writes no checkpoint, and an interrupt ends it without output.
 pub fn run(data_path: &Path, cfg_path: &Path, weights: &Path, options: &TrainOptions) -> Result<()> {
     let setup = Setup::load(data_path, cfg_path)?;
-    let mut net = Network::build(&setup.cfg, setup.cfg.net.mini_batch(), options.seed)?;
+    let mut net = setup.build_network(setup.cfg.net.mini_batch(), options.seed)?;
     check_classes(&net, &setup)?;
     load_weights(&mut net, weights, cfg_path)?;
     net.seen = 0;
@@ -24,8 +26,11 @@ pub fn run(data_path: &Path, cfg_path: &Path, weights: &Path, options: &TrainOpt
     let out_weights = setup.output_path(".qat.int8.weights");
     let out_qweights = setup.output_path(".qat.int8.qweights");
     let out_qparams = setup.output_path(".qat.int8.qparams");
+    let text_inputs = setup.text_inputs();
+    let mut inputs: Vec<&Path> = text_inputs.iter().map(PathBuf::as_path).collect();
+    inputs.push(weights);
     for out in [&out_weights, &out_qweights, &out_qparams] {
-        ensure_not_an_input(out, &[data_path, cfg_path, weights])?;
+        ensure_not_an_input(out, &inputs)?;
     }
 
     let data = load_training_set(&setup, options)?;
@@ -43,7 +48,9 @@ pub fn run(data_path: &Path, cfg_path: &Path, weights: &Path, options: &TrainOpt
         setup.cfg.net.ema_smooth
     );
 
-    let summary = train_loop(&mut net, data, setup.data.classes, steps, options.seed, &mut log, Some(&mut qat), 0, &mut |_| Ok(()))?;
+    let mut no_checkpoint = |_: &Network| Ok(());
+    let summary = train_loop(&mut net, data, setup.data.classes, steps, options.seed, &mut log, Some(&mut qat), LoopControl::none(&mut no_checkpoint))
+        .context("QAT stopped, and no output file was written")?;
     QatState::release(&mut net);
     let (qparams, qweights) = qat.export(&net)?;
 

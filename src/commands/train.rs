@@ -1,21 +1,22 @@
 //! `classifier train_randseq`, and the training loop that QAT shares.
 
-use super::Setup;
+use super::{Interrupted, Setup};
 use crate::cli::TrainOptions;
 use crate::data::lists::read_image_list;
 use crate::data::loader::{check_channels, BatchStream, Dataset, UnreadablePolicy};
-use crate::formats::weights::{load_weights, save_weights};
 use crate::formats::ensure_not_an_input;
+use crate::formats::weights::{load_weights, network_is_finite, save_weights};
 use crate::log::RunLog;
 use crate::network::layers::UpdateArgs;
 use crate::network::schedule::current_rate;
 use crate::network::Network;
 use crate::quant::qat::QatState;
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use rand::Rng;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 /// Loads the training list of `setup` into memory, reporting skipped entries.
@@ -26,11 +27,18 @@ pub fn load_training_set(setup: &Setup, options: &TrainOptions) -> Result<Arc<Da
     let policy = if options.skip_bad_images { UnreadablePolicy::Skip } else { UnreadablePolicy::Fail };
     let started = Instant::now();
     let data = Dataset::load(&paths, &setup.labels, setup.cfg.net.channels, setup.cfg.net.inputs, policy)?;
-    for (path, reason) in &data.skipped {
-        eprintln!("warning: skipped {}: {reason}", path.display());
+    for (_, reason) in &data.skipped {
+        eprintln!("warning: skipped (--skip-bad-images): {reason}");
     }
     if data.is_empty() {
         bail!("no readable image in {}; check the paths in the list", list.display());
+    }
+    if !data.skipped.is_empty() {
+        eprintln!(
+            "warning: training on {} of {} listed images; the sample order depends on this set, so resume with the same images readable",
+            data.len(),
+            paths.len()
+        );
     }
     if data.is_cached() {
         eprintln!(
@@ -49,14 +57,117 @@ pub struct TrainSummary {
     pub last_loss: f32,
     pub average_loss: f32,
     pub seconds: f64,
+    /// True when the loop stopped early because `stop` was set.
+    pub interrupted: bool,
+}
+
+/// When the training loop saves checkpoints and whether it should stop early.
+pub struct LoopControl<'a> {
+    /// Calls `checkpoint` after every batch whose number (counted from 1
+    /// over all runs, as `seen / batch`) is a multiple of this; 0: never.
+    pub checkpoint_every: usize,
+    pub checkpoint: &'a mut dyn FnMut(&Network) -> Result<()>,
+    /// Checked after each completed batch: when set, the loop returns with
+    /// `interrupted` set instead of starting the next batch.
+    pub stop: Option<&'a AtomicBool>,
+}
+
+impl LoopControl<'_> {
+    /// Control for a run with no checkpoints and no early stop (QAT).
+    pub fn none(no_checkpoint: &mut dyn FnMut(&Network) -> Result<()>) -> LoopControl<'_> {
+        LoopControl { checkpoint_every: 0, checkpoint: no_checkpoint, stop: None }
+    }
+}
+
+const DIVERGENCE_FIX: &str = "Lower learning_rate or add burn_in in the [net] section of the cfg";
+
+/// A copy of the parameters that `.weights` stores, taken after the last
+/// update that left all of them finite, so a diverged run can still save the
+/// last good weights. Two buffers alternate: the new copy is checked while
+/// it is written, and replaces the old one only when it is finite.
+struct LastGood {
+    current: Vec<Vec<f32>>,
+    spare: Vec<Vec<f32>>,
+    seen: u64,
+}
+
+/// The stored parameter slices of `net`, in a fixed order.
+fn stored_slices(net: &Network) -> Vec<&[f32]> {
+    let mut slices: Vec<&[f32]> = Vec::new();
+    for p in net.layers.iter().filter_map(|l| l.params()) {
+        slices.push(&p.biases);
+        slices.push(&p.weights);
+        if let Some(bn) = &p.batch_norm {
+            slices.extend([bn.scales.as_slice(), &bn.rolling_mean, &bn.rolling_variance]);
+        }
+    }
+    slices
+}
+
+/// Copies `source` into `target` and returns true when every value is finite.
+fn copy_checking_finite(target: &mut [f32], source: &[f32]) -> bool {
+    // `x * 0.0` is 0 for finite `x` and NaN otherwise; eight independent
+    // sums let the compiler vectorize the loop.
+    let mut sums = [0.0f32; 8];
+    let mut target_chunks = target.chunks_exact_mut(8);
+    let mut source_chunks = source.chunks_exact(8);
+    for (t, s) in (&mut target_chunks).zip(&mut source_chunks) {
+        t.copy_from_slice(s);
+        for lane in 0..8 {
+            sums[lane] += s[lane] * 0.0;
+        }
+    }
+    let mut tail_finite = true;
+    for (t, &s) in target_chunks.into_remainder().iter_mut().zip(source_chunks.remainder()) {
+        *t = s;
+        tail_finite &= s.is_finite();
+    }
+    tail_finite && sums.iter().all(|&v| v == 0.0)
+}
+
+impl LastGood {
+    fn capture(net: &Network) -> LastGood {
+        let current: Vec<Vec<f32>> = stored_slices(net).into_iter().map(<[f32]>::to_vec).collect();
+        let spare = current.clone();
+        LastGood { current, spare, seen: net.seen }
+    }
+
+    /// Copies the parameters of `net` when all are finite; returns false,
+    /// keeping the previous copy, when one is not.
+    fn store(&mut self, net: &Network) -> bool {
+        let mut finite = true;
+        for (target, source) in self.spare.iter_mut().zip(stored_slices(net)) {
+            finite &= copy_checking_finite(target, source);
+        }
+        if finite {
+            std::mem::swap(&mut self.current, &mut self.spare);
+            self.seen = net.seen;
+        }
+        finite
+    }
+
+    /// Puts the last finite parameters and their `seen` back into `net`.
+    fn restore(&self, net: &mut Network) {
+        let mut copies = self.current.iter();
+        for layer in net.layers.iter_mut() {
+            let Some(p) = layer.params_mut() else { continue };
+            let mut targets: Vec<&mut Vec<f32>> = vec![&mut p.biases, &mut p.weights];
+            if let Some(bn) = p.batch_norm.as_mut() {
+                targets.extend([&mut bn.scales, &mut bn.rolling_mean, &mut bn.rolling_variance]);
+            }
+            for (target, copy) in targets.into_iter().zip(&mut copies) {
+                target.copy_from_slice(copy);
+            }
+        }
+        net.seen = self.seen;
+    }
 }
 
 /// Runs `steps` SGD updates of `batch` images each (`subdivisions`
 /// mini-batches per update), starting at `net.seen`. Prints one line per
-/// update, logs it, calls `checkpoint` every `checkpoint_every` updates, and
+/// update, logs it, saves checkpoints and stops early as `control` says, and
 /// applies QAT when `qat` is given. Stops with an error, leaving the weights
 /// of the last good update in `net`, when the loss is not finite.
-#[allow(clippy::too_many_arguments)]
 pub fn train_loop(
     net: &mut Network,
     data: Arc<Dataset>,
@@ -65,8 +176,7 @@ pub fn train_loop(
     seed: u64,
     log: &mut RunLog,
     mut qat: Option<&mut QatState>,
-    checkpoint_every: usize,
-    checkpoint: &mut dyn FnMut(&Network) -> Result<()>,
+    control: LoopControl,
 ) -> Result<TrainSummary> {
     let options = net.options.clone();
     let batch = options.batch;
@@ -75,9 +185,8 @@ pub fn train_loop(
     let passes = steps * options.subdivisions;
     let mut stream = BatchStream::start(data.clone(), options.clone(), classes, first_sample, rows, passes, seed);
     let started = Instant::now();
-    let mut average_loss = -1.0f32;
-    let mut last_loss = 0.0;
-    let mut done = 0;
+    let mut last_good = LastGood::capture(net);
+    let mut summary = TrainSummary { batches: 0, last_loss: 0.0, average_loss: -1.0, seconds: 0.0, interrupted: false };
 
     for step in 1..=steps {
         let step_started = Instant::now();
@@ -98,9 +207,10 @@ pub fn train_loop(
         let loss = loss_sum / batch as f32;
         let batch_number = (net.seen / batch as u64) as usize + 1;
         if !loss.is_finite() {
+            last_good.restore(net);
             bail!(
-                "the loss became {loss} at batch {batch_number}; stopped before updating, so the weights are those after batch {}. Lower learning_rate or add burn_in",
-                batch_number - 1
+                "the loss became {loss} at batch {batch_number}, so training stopped; the weights are those after batch {}. {DIVERGENCE_FIX}",
+                net.seen / batch as u64
             );
         }
         let rate = {
@@ -110,31 +220,100 @@ pub fn train_loop(
         };
         net.update(&UpdateArgs { learning_rate: rate, momentum: options.momentum, decay: options.decay, batch });
         net.seen += batch as u64;
-        average_loss = if average_loss < 0.0 { loss } else { 0.9 * average_loss + 0.1 * loss };
-        last_loss = loss;
-        done = step;
+        // The softmax loss saturates instead of becoming infinite, so weights
+        // that overflow show only here.
+        if !last_good.store(net) {
+            last_good.restore(net);
+            bail!(
+                "the update of batch {batch_number} (loss {loss}) made some weights NaN or infinite, so training stopped; the weights are those after batch {}. {DIVERGENCE_FIX}",
+                net.seen / batch as u64
+            );
+        }
+        summary.average_loss = if summary.average_loss < 0.0 { loss } else { 0.9 * summary.average_loss + 0.1 * loss };
+        summary.last_loss = loss;
+        summary.batches = step;
 
         let epoch = net.seen as f64 / data.len() as f64;
         let seconds = step_started.elapsed().as_secs_f64();
         eprintln!(
-            "{batch_number}, {epoch:.3}: {loss:.6}, {average_loss:.6} avg, {rate:.6} rate, {seconds:.6} seconds, {} images",
-            net.seen
+            "{batch_number}, {epoch:.3}: {loss:.6}, {:.6} avg, {rate:.6} rate, {seconds:.6} seconds, {} images",
+            summary.average_loss, net.seen
         );
         log.record(
             "batch",
-            json!({"batch": batch_number, "epoch": epoch, "loss": loss, "avg_loss": average_loss, "rate": rate, "seconds": seconds, "seen": net.seen}),
+            json!({"batch": batch_number, "epoch": epoch, "loss": loss, "avg_loss": summary.average_loss, "rate": rate, "seconds": seconds, "seen": net.seen}),
         )?;
-        if checkpoint_every > 0 && step % checkpoint_every == 0 && step < steps {
-            checkpoint(net)?;
+        if control.stop.is_some_and(|stop| stop.load(Ordering::SeqCst)) && step < steps {
+            summary.interrupted = true;
+            break;
+        }
+        let checkpoint_due = control.checkpoint_every > 0 && batch_number % control.checkpoint_every == 0;
+        if checkpoint_due && step < steps {
+            (control.checkpoint)(net)?;
         }
     }
-    Ok(TrainSummary { batches: done, last_loss, average_loss, seconds: started.elapsed().as_secs_f64() })
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Set by the signal handler of `train_randseq`; read by the training loop.
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Installs, once per process, a handler for SIGINT, SIGTERM and SIGHUP that
+/// asks the training loop to stop after the current batch. A second signal
+/// ends the process at once with status 130; the checkpoint on disk is then
+/// the previous one, which the atomic writer keeps intact.
+fn install_stop_handler() -> Result<&'static AtomicBool> {
+    static INSTALLED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    let installed = INSTALLED.get_or_init(|| {
+        ctrlc::set_handler(|| {
+            if STOP_REQUESTED.swap(true, Ordering::SeqCst) {
+                eprintln!("second interrupt: exiting now without saving");
+                std::process::exit(130);
+            }
+            eprintln!("interrupt: finishing the current batch, then saving the checkpoint (interrupt again to exit at once)");
+        })
+        .map_err(|e| e.to_string())
+    });
+    if let Err(e) = installed {
+        bail!("cannot install the Ctrl-C handler: {e}");
+    }
+    STOP_REQUESTED.store(false, Ordering::SeqCst);
+    Ok(&STOP_REQUESTED)
+}
+
+/// Writes `net` to `path` unless a parameter is NaN or infinite, so that a
+/// checkpoint on disk is always loadable.
+fn save_finite(net: &Network, path: &Path) -> Result<()> {
+    if !network_is_finite(net) {
+        bail!("{} was not written: the weights contain NaN or infinite values", path.display());
+    }
+    save_weights(net, path)
 }
 
 /// `classifier train_randseq DATA CFG [WEIGHTS]`.
+///
+/// Resuming: WEIGHTS may be the checkpoint `BACKUP/<cfg base>.backup` (or any
+/// `.weights`). Training then continues from its `seen` (images trained on)
+/// up to `max_batches`. These are restored exactly, because each is a pure
+/// function of `seen`, the seed and the training list: the batch number, the
+/// learning rate of every later batch (`policy`, `burn_in`), the epoch, the
+/// order of the samples (one shuffle per epoch from the seed) and the
+/// augmentation of each batch. Not restored, because the Darknet format does
+/// not store them: the momentum buffers (`updates`, which start at zero
+/// again, so the first batches after a resume step differently than the
+/// uninterrupted run would), the generator of dropout and `policy=random`
+/// (restarted from the seed), and the running average loss (restarted at
+/// the first resumed batch). The same `--seed` and the same readable
+/// training images must be given, or the sample order differs.
+///
+/// The checkpoint is the one output that may be the WEIGHTS input: resuming
+/// from it replaces it with later checkpoints of the same run, and the
+/// atomic writer keeps the previous one intact until each replacement is
+/// complete. The final `.weights` must not be an input.
 pub fn run(data_path: &Path, cfg_path: &Path, weights: Option<&Path>, options: &TrainOptions) -> Result<()> {
     let setup = Setup::load(data_path, cfg_path)?;
-    let mut net = Network::build(&setup.cfg, setup.cfg.net.mini_batch(), options.seed)?;
+    let mut net = setup.build_network(setup.cfg.net.mini_batch(), options.seed)?;
     check_classes(&net, &setup)?;
     if let Some(w) = weights {
         let header = load_weights(&mut net, w, cfg_path)?;
@@ -142,7 +321,9 @@ pub fn run(data_path: &Path, cfg_path: &Path, weights: Option<&Path>, options: &
     }
     let output = setup.output_path(".weights");
     let backup = setup.output_path(".backup");
-    let mut inputs: Vec<&Path> = vec![data_path, cfg_path];
+    let text_inputs = setup.text_inputs();
+    let mut inputs: Vec<&Path> = text_inputs.iter().map(PathBuf::as_path).collect();
+    ensure_not_an_input(&backup, &inputs)?;
     inputs.extend(weights);
     ensure_not_an_input(&output, &inputs)?;
 
@@ -151,7 +332,7 @@ pub fn run(data_path: &Path, cfg_path: &Path, weights: Option<&Path>, options: &
     let max_batches = setup.cfg.net.max_batches;
     if done >= max_batches {
         bail!(
-            "nothing to train: the weights have seen {} images ({done} batches) and max_batches is {max_batches}; raise max_batches in {}",
+            "nothing to train: the weights have seen {} images ({done} batches of {batch}) and max_batches is {max_batches}; raise max_batches in {}",
             net.seen,
             cfg_path.display()
         );
@@ -162,34 +343,48 @@ pub fn run(data_path: &Path, cfg_path: &Path, weights: Option<&Path>, options: &
 
     let steps = max_batches - done;
     eprintln!(
-        "Training {} from batch {} to {max_batches}: learning rate {}, momentum {}, decay {}, {} images per batch",
+        "Training {} from batch {} to {max_batches}: learning rate {}, momentum {}, decay {}, {} images per batch, checkpoint {} every {} batches",
         cfg_path.display(),
         done + 1,
         setup.cfg.net.learning_rate,
         setup.cfg.net.momentum,
         setup.cfg.net.decay,
-        batch
+        batch,
+        backup.display(),
+        options.checkpoint_every
     );
-    let backup_for_checkpoint: PathBuf = backup.clone();
-    let summary = train_loop(
-        &mut net,
-        data.clone(),
-        setup.data.classes,
-        steps,
-        options.seed,
-        &mut log,
-        None,
-        options.checkpoint_every,
-        &mut |n| save_weights(n, &backup_for_checkpoint),
-    );
-    let summary = match summary {
-        Ok(s) => s,
-        Err(e) => {
-            save_weights(&net, &backup)?;
-            return Err(e.context(format!("the last good weights were saved to {}", backup.display())));
+    let stop = install_stop_handler()?;
+    let mut save_checkpoint = |n: &Network| save_finite(n, &backup);
+    let control = LoopControl { checkpoint_every: options.checkpoint_every, checkpoint: &mut save_checkpoint, stop: Some(stop) };
+    let summary = match train_loop(&mut net, data.clone(), setup.data.classes, steps, options.seed, &mut log, None, control) {
+        Ok(summary) => summary,
+        Err(error) => {
+            let saved = match save_finite(&net, &backup) {
+                Ok(()) => format!("The last good weights (seen {} images) were saved to {}", net.seen, backup.display()),
+                Err(e) => format!("{e:#}; the last checkpoint on disk, if any, is unchanged"),
+            };
+            log.record("train_error", json!({"error": format!("{error:#}"), "seen": net.seen, "backup": backup}))?;
+            return Err(anyhow!("{error:#}. {saved}"));
         }
     };
-    save_weights(&net, &output)?;
+    if summary.interrupted {
+        save_finite(&net, &backup)?;
+        log.record("interrupted", json!({"seen": net.seen, "batches": net.seen / batch, "backup": backup}))?;
+        return Err(Interrupted {
+            message: format!(
+                "interrupted after batch {} of {max_batches}; saved the checkpoint {} (seen {} images). Resume with: darknet classifier train_randseq {} {} {} --seed {}",
+                net.seen / batch,
+                backup.display(),
+                net.seen,
+                data_path.display(),
+                cfg_path.display(),
+                backup.display(),
+                options.seed
+            ),
+        }
+        .into());
+    }
+    save_finite(&net, &output)?;
     let images_per_second = (summary.batches as f64 * batch as f64) / summary.seconds;
     eprintln!(
         "Saved {} after {} batches ({} images seen) in {:.1} s, {:.0} images/s",

@@ -9,10 +9,14 @@ use crate::formats::weights::load_weights;
 use crate::log::RunLog;
 use crate::network::Network;
 use crate::quant::int8_network::Int8Network;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::json;
+use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
+
+/// Context of a failed write of results, e.g. into a closed pipe.
+const STDOUT_FAILED: &str = "cannot write the results to standard output";
 
 /// Images per forward pass during validation.
 const VALID_BATCH: usize = 128;
@@ -71,8 +75,8 @@ pub fn validate(model: &mut dyn Classifier, setup: &Setup, options: &ValidOption
     check_channels(&setup.cfg.net, &list)?;
     let paths = read_image_list(&list)?;
     let data = Dataset::load(&paths, &setup.labels, setup.cfg.net.channels, setup.cfg.net.inputs, UnreadablePolicy::Skip)?;
-    for (path, reason) in &data.skipped {
-        eprintln!("warning: not validated: {}: {reason}", path.display());
+    for (_, reason) in &data.skipped {
+        eprintln!("warning: not validated: {reason}");
     }
 
     let k = setup.data.top;
@@ -80,6 +84,7 @@ pub fn validate(model: &mut dyn Classifier, setup: &Setup, options: &ValidOption
     let inputs = setup.cfg.net.inputs;
     let rows_max = model.max_batch().min(VALID_BATCH).max(1);
     let mut input = vec![0.0f32; rows_max * inputs];
+    let mut stdout = std::io::stdout().lock();
     let (mut top1, mut top_k) = (0usize, 0usize);
     for start in (0..data.len()).step_by(rows_max) {
         let rows = rows_max.min(data.len() - start);
@@ -94,7 +99,17 @@ pub fn validate(model: &mut dyn Classifier, setup: &Setup, options: &ValidOption
             top1 += (order[0] == truth) as usize;
             top_k += order[..k].contains(&truth) as usize;
             if options.per_image {
-                println!("{}: label {} ({}), top-1 {} ({}) p={:.6}", data.paths[start + r].display(), truth, setup.labels[truth], order[0], setup.labels[order[0]], p[order[0]]);
+                writeln!(
+                    stdout,
+                    "{}: label {} ({}), top-1 {} ({}) p={:.6}",
+                    data.paths[start + r].display(),
+                    truth,
+                    setup.labels[truth],
+                    order[0],
+                    setup.labels[order[0]],
+                    p[order[0]]
+                )
+                .context(STDOUT_FAILED)?;
             }
             per_image(&data.paths[start + r], truth, p);
         }
@@ -108,10 +123,13 @@ pub fn validate(model: &mut dyn Classifier, setup: &Setup, options: &ValidOption
         skipped: data.skipped.len(),
         seconds: started.elapsed().as_secs_f64(),
     };
-    println!(
+    writeln!(
+        stdout,
         "{}: top 1: {:.6}, top {}: {:.6}, {:.3} seconds",
         accuracy.images, accuracy.top1, k, accuracy.top_k, accuracy.seconds
-    );
+    )
+    .and_then(|()| stdout.flush())
+    .context(STDOUT_FAILED)?;
     Ok(accuracy)
 }
 
@@ -138,7 +156,7 @@ fn finish(accuracy: &Accuracy, log: &mut RunLog, event: &str, fields: serde_json
 /// `classifier valid DATA CFG WEIGHTS`.
 pub fn run_fp32(data_path: &Path, cfg_path: &Path, weights: &Path, options: &ValidOptions) -> Result<()> {
     let setup = Setup::load(data_path, cfg_path)?;
-    let mut net = Network::build(&setup.cfg, VALID_BATCH, 0)?;
+    let mut net = setup.build_network(VALID_BATCH, 0)?;
     super::train::check_classes(&net, &setup)?;
     load_weights(&mut net, weights, cfg_path)?;
     let accuracy = validate(&mut net, &setup, options, |_, _, _| {})?;
@@ -152,7 +170,7 @@ pub fn run_int8(data_path: &Path, cfg_path: &Path, qweights: &Path, qparams: &Pa
     let mut net = Int8Network::load(&setup.cfg, qweights, qparams, VALID_BATCH)?;
     if net.outputs() != setup.data.classes {
         bail!(
-            "{} ends with {} outputs but {} has classes = {}",
+            "{} ends with {} outputs but {} has classes = {}; use the cfg and .data files that the .qweights file was made with",
             cfg_path.display(),
             net.outputs(),
             data_path.display(),
