@@ -36,7 +36,10 @@ impl RunLog {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
             map.insert("time".into(), json!(now));
         }
-        writeln!(self.file, "{fields}").with_context(|| format!("cannot write log file {}", self.path.display()))
+        // One write per record, so a killed run leaves whole lines behind
+        // (except possibly the last) and costs one system call per batch.
+        let line = format!("{fields}\n");
+        self.file.write_all(line.as_bytes()).with_context(|| format!("cannot write log file {}", self.path.display()))
     }
 
     pub fn path(&self) -> &Path {

@@ -1,7 +1,7 @@
-//! A catalog of bad input: each case runs the real binary on files written
+//! A catalog of bad input. Each case runs the real binary on files written
 //! here and checks that it exits non-zero with one message that names the
-//! file, line or value (or, for an unknown key and CRLF files, that the run
-//! goes on and succeeds), and that nothing panics.
+//! file, line or value and the fix. An unknown key and CRLF files must
+//! instead let the run succeed. No case may panic.
 
 mod common;
 
@@ -16,7 +16,7 @@ const QPARAMS: &str = "backup/t.qat.int8.qparams";
 /// 2 biases + 2x16 weights of 4 bytes.
 const WEIGHTS_BYTES: usize = 20 + 4 * (2 + 32);
 
-/// A workspace with the default set, trained weights and the QAT files.
+/// Creates a workspace with the default set, trained weights and the QAT files.
 fn trained(name: &str) -> Workspace {
     let ws = Workspace::new(name);
     write_set(&ws, &SetOptions::default());

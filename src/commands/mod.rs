@@ -39,8 +39,8 @@ impl Setup {
         self.data.backup.join(format!("{}{}", self.cfg.base_name(), suffix))
     }
 
-    /// The text files this run reads: the `.data` and `.cfg` files, the
-    /// labels and the list files it names. Image files are not included.
+    /// Returns the text files this run reads: the `.data` and `.cfg` files,
+    /// the labels and the list files it names. Image files are not included.
     pub fn text_inputs(&self) -> Vec<PathBuf> {
         let mut inputs = vec![self.data.path.clone(), self.cfg.path.clone()];
         inputs.extend([&self.data.labels, &self.data.train, &self.data.valid].into_iter().flatten().cloned());
@@ -55,11 +55,11 @@ impl Setup {
     }
 }
 
-/// An estimate of the f32 values that training a network for `cfg` with
-/// `max_batch` rows allocates: per layer with parameters the weights, their
-/// updates and a fake-quantized copy; per layer three `[rows][outputs]`
-/// buffers (output, delta, one scratch); per convolution its im2col
-/// workspace; plus the input batch. `None` when the count overflows
+/// Estimates the f32 values that training a network for `cfg` with
+/// `max_batch` rows allocates. It counts the weights of each layer with
+/// parameters three times (values, updates, a fake-quantized copy), three
+/// `[rows][outputs]` buffers per layer (output, delta, one scratch), the
+/// im2col workspace of each convolution, and the input batch. `None` when the count overflows
 /// `usize`. Shapes follow Darknet's formulas; a layer that does not fit its
 /// input ends the estimate there, and `Network::build` reports it.
 fn estimated_values(cfg: &NetworkConfig, max_batch: usize) -> Option<usize> {

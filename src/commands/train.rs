@@ -14,6 +14,7 @@ use crate::quant::qat::QatState;
 use anyhow::{anyhow, bail, Result};
 use rand::Rng;
 use serde_json::json;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -51,7 +52,7 @@ pub fn load_training_set(setup: &Setup, options: &TrainOptions) -> Result<Arc<Da
     Ok(Arc::new(data))
 }
 
-/// What the loop reports at the end.
+/// The outcome of [`train_loop`].
 pub struct TrainSummary {
     pub batches: usize,
     pub last_loss: f32,
@@ -91,7 +92,7 @@ struct LastGood {
     seen: u64,
 }
 
-/// The stored parameter slices of `net`, in a fixed order.
+/// Returns the parameter slices of `net` that `.weights` stores, in file order.
 fn stored_slices(net: &Network) -> Vec<&[f32]> {
     let mut slices: Vec<&[f32]> = Vec::new();
     for p in net.layers.iter().filter_map(|l| l.params()) {
@@ -165,7 +166,7 @@ impl LastGood {
 
 /// Runs `steps` SGD updates of `batch` images each (`subdivisions`
 /// mini-batches per update), starting at `net.seen`. Prints one line per
-/// update, logs it, saves checkpoints and stops early as `control` says, and
+/// update, logs it, saves checkpoints and stops early as `control` sets, and
 /// applies QAT when `qat` is given. Stops with an error, leaving the weights
 /// of the last good update in `net`, when the loss is not finite.
 pub fn train_loop(
@@ -235,10 +236,12 @@ pub fn train_loop(
 
         let epoch = net.seen as f64 / data.len() as f64;
         let seconds = step_started.elapsed().as_secs_f64();
-        eprintln!(
-            "{batch_number}, {epoch:.3}: {loss:.6}, {:.6} avg, {rate:.6} rate, {seconds:.6} seconds, {} images",
+        // One write per line, so a reader of a pipe never sees half a line.
+        let line = format!(
+            "{batch_number}, {epoch:.3}: {loss:.6}, {:.6} avg, {rate:.6} rate, {seconds:.6} seconds, {} images\n",
             summary.average_loss, net.seen
         );
+        let _ = std::io::stderr().write_all(line.as_bytes());
         log.record(
             "batch",
             json!({"batch": batch_number, "epoch": epoch, "loss": loss, "avg_loss": summary.average_loss, "rate": rate, "seconds": seconds, "seen": net.seen}),
@@ -295,11 +298,11 @@ fn save_finite(net: &Network, path: &Path) -> Result<()> {
 ///
 /// Resuming: WEIGHTS may be the checkpoint `BACKUP/<cfg base>.backup` (or any
 /// `.weights`). Training then continues from its `seen` (images trained on)
-/// up to `max_batches`. These are restored exactly, because each is a pure
-/// function of `seen`, the seed and the training list: the batch number, the
-/// learning rate of every later batch (`policy`, `burn_in`), the epoch, the
-/// order of the samples (one shuffle per epoch from the seed) and the
-/// augmentation of each batch. Not restored, because the Darknet format does
+/// up to `max_batches`. Each of the following is a pure function of `seen`,
+/// the seed and the training list, so it is restored exactly: the batch
+/// number, the learning rate of every later batch (`policy`, `burn_in`), the
+/// epoch, the order of the samples (one shuffle per epoch from the seed) and
+/// the augmentation of each batch. Not restored, because the Darknet format does
 /// not store them: the momentum buffers (`updates`, which start at zero
 /// again, so the first batches after a resume step differently than the
 /// uninterrupted run would), the generator of dropout and `policy=random`
@@ -417,7 +420,7 @@ pub fn check_classes(net: &Network, setup: &Setup) -> Result<()> {
     Ok(())
 }
 
-/// The first log record of a run.
+/// Returns the first log record of a run.
 pub fn run_record(command: &str, data: &Path, cfg: &Path, weights: Option<&Path>, seed: u64, setup: &Setup) -> serde_json::Value {
     let n = &setup.cfg.net;
     json!({

@@ -116,7 +116,7 @@ pub fn parse_key_values(text: &str, file: &Path) -> Result<Vec<Entry>> {
 
 /// A type that a `key=value` line can hold.
 pub trait ConfigValue: FromStr {
-    /// What a valid value looks like, for messages.
+    /// A description of a valid value, for messages.
     const EXPECTED: &'static str;
 
     /// Returns false for values that parse but that no config may hold.

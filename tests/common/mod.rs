@@ -49,7 +49,7 @@ impl Workspace {
         self.path(relative).exists()
     }
 
-    /// A `darknet` command with this folder as its working directory.
+    /// Returns a `darknet` command with this folder as its working directory.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(BINARY);
         command.args(args).current_dir(&self.dir);
@@ -69,14 +69,26 @@ impl Drop for Workspace {
     }
 }
 
-/// A `size x size` gray image of class `class` out of `classes`: a bright
+/// How clearly the synthetic images show their class: the band is
+/// `128 + signal` and the background `128 - signal`, plus uniform noise in
+/// `[-noise, noise]`.
+#[derive(Clone, Copy)]
+pub struct Contrast {
+    pub signal: i32,
+    pub noise: i32,
+}
+
+/// Bands far above the noise: every model learns them.
+pub const CLEAR: Contrast = Contrast { signal: 80, noise: 30 };
+
+/// Draws a `size x size` gray image of class `class` out of `classes`: a bright
 /// vertical band whose position encodes the class, on a noisy background.
-pub fn digit_image(class: usize, classes: usize, size: u32, rng: &mut StdRng) -> GrayImage {
+pub fn digit_image(class: usize, classes: usize, size: u32, contrast: Contrast, rng: &mut StdRng) -> GrayImage {
     let band = size / classes as u32;
     GrayImage::from_fn(size, size, |x, _| {
         let inside = x / band.max(1) == class as u32;
-        let base: i32 = if inside { 200 } else { 40 };
-        Luma([(base + rng.gen_range(-30..=30)).clamp(0, 255) as u8])
+        let base = if inside { 128 + contrast.signal } else { 128 - contrast.signal };
+        Luma([(base + rng.gen_range(-contrast.noise..=contrast.noise)).clamp(0, 255) as u8])
     })
 }
 
@@ -86,14 +98,14 @@ pub const LABELS: [&str; 4] = ["alpha", "bravo", "charlie", "delta"];
 
 /// Writes `count` PNG images per class into `folder` and returns their
 /// paths relative to the workspace, class by class.
-pub fn write_images(ws: &Workspace, folder: &str, classes: usize, count: usize, size: u32, seed: u64) -> Vec<String> {
+pub fn write_images(ws: &Workspace, folder: &str, classes: usize, count: usize, size: u32, contrast: Contrast, seed: u64) -> Vec<String> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut paths = Vec::new();
     fs::create_dir_all(ws.path(folder)).unwrap();
     for i in 0..count {
         for (class, label) in LABELS.iter().enumerate().take(classes) {
             let relative = format!("{folder}/{i}_{label}.png");
-            digit_image(class, classes, size, &mut rng).save(ws.path(&relative)).unwrap();
+            digit_image(class, classes, size, contrast, &mut rng).save(ws.path(&relative)).unwrap();
             paths.push(relative);
         }
     }
@@ -111,21 +123,41 @@ pub struct SetOptions {
     pub max_batches: usize,
     pub learning_rate: f32,
     pub hidden: usize,
+    /// Side of the images on disk; larger than `size` means random crops.
+    pub image_size: u32,
+    /// Extra `key=value` lines for `[net]`, such as augmentation.
+    pub extra_net: String,
+    pub contrast: Contrast,
 }
 
 impl Default for SetOptions {
     fn default() -> Self {
-        SetOptions { classes: 2, size: 4, train_per_class: 8, valid_per_class: 4, batch: 4, max_batches: 10, learning_rate: 0.1, hidden: 0 }
+        SetOptions {
+            classes: 2,
+            size: 4,
+            train_per_class: 8,
+            valid_per_class: 4,
+            batch: 4,
+            max_batches: 10,
+            learning_rate: 0.1,
+            hidden: 0,
+            image_size: 0,
+            extra_net: String::new(),
+            contrast: CLEAR,
+        }
     }
 }
 
-/// The `.cfg` text for `options`: `[connected]` layers on gray images,
+/// Returns the `.cfg` text for `options`: `[connected]` layers on gray images,
 /// an optional ReLU hidden layer, then `[softmax]`.
 pub fn cfg_text(options: &SetOptions) -> String {
     let mut text = format!(
         "[net]\nbatch={}\nsubdivisions=1\nheight={}\nwidth={}\nchannels=1\nmax_batches={}\nlearning_rate={}\nmomentum=0.9\ndecay=0.0005\n\n",
         options.batch, options.size, options.size, options.max_batches, options.learning_rate
     );
+    if !options.extra_net.is_empty() {
+        text.insert_str(text.len() - 1, &format!("{}\n", options.extra_net.trim_end()));
+    }
     if options.hidden > 0 {
         text.push_str(&format!("[connected]\noutput={}\nactivation=relu\n\n", options.hidden));
     }
@@ -134,8 +166,9 @@ pub fn cfg_text(options: &SetOptions) -> String {
 }
 
 pub fn write_set(ws: &Workspace, options: &SetOptions) {
-    let train = write_images(ws, "images/train", options.classes, options.train_per_class, options.size, 1);
-    let valid = write_images(ws, "images/valid", options.classes, options.valid_per_class, options.size, 2);
+    let image_size = if options.image_size > 0 { options.image_size } else { options.size };
+    let train = write_images(ws, "images/train", options.classes, options.train_per_class, image_size, options.contrast, 1);
+    let valid = write_images(ws, "images/valid", options.classes, options.valid_per_class, image_size, options.contrast, 2);
     ws.write("train.list", train.join("\n") + "\n");
     ws.write("valid.list", valid.join("\n") + "\n");
     ws.write("labels.txt", LABELS[..options.classes].join("\n") + "\n");
@@ -182,7 +215,7 @@ pub fn top1(out: &Output) -> f64 {
     after.split(',').next().unwrap().trim().parse().unwrap()
 }
 
-/// The `seen` field of a `.weights` header (version 0.2: bytes 12..20).
+/// Reads the `seen` field of a `.weights` header (version 0.2: bytes 12..20).
 pub fn seen_of(path: &Path) -> u64 {
     let bytes = fs::read(path).unwrap();
     u64::from_le_bytes(bytes[12..20].try_into().unwrap())
