@@ -407,6 +407,27 @@ mod tests {
     }
 
     #[test]
+    fn overflowing_sizes_are_errors() {
+        // height*width*channels and the max_crop default overflowed here.
+        let text = "[net]\nbatch=1\nheight=99999999999\nwidth=99999999999\nchannels=1\n[softmax]\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("too large"), "{err}");
+        let text = format!("[net]\nbatch=1\nheight={}\nwidth=1\nchannels=0\ninputs=4\n[softmax]\n", usize::MAX);
+        let cfg = parse(&text).unwrap();
+        assert_eq!(cfg.net.max_crop, usize::MAX);
+    }
+
+    #[test]
+    fn non_finite_float_is_error() {
+        for value in ["nan", "inf", "-inf", "1e39"] {
+            let text = format!("[net]\nbatch=1\nwidth=1\nheight=1\nchannels=1\nmomentum={value}\n[softmax]\n");
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(":6"), "{err}");
+            assert!(err.contains("a finite number"), "{err}");
+        }
+    }
+
+    #[test]
     fn unknown_activation_is_error() {
         let text = "[net]\nbatch=2\nwidth=2\nheight=2\nchannels=1\n[connected]\noutput=2\nactivation=swishy\n";
         let err = parse(text).unwrap_err().to_string();

@@ -250,3 +250,82 @@ pub fn group_digits(n: usize) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::cfg::NetworkConfig;
+
+    /// 2 inputs -> 3 (batch norm) -> 2: 3 + 6 + 9 and 2 + 6 floats.
+    fn small_net() -> Network {
+        let text = "[net]\nbatch=1\nwidth=2\nheight=1\nchannels=1\n[connected]\noutput=3\nbatch_normalize=1\nactivation=relu\n[connected]\noutput=2\nactivation=linear\n[softmax]\n";
+        let cfg = NetworkConfig::parse(text, Path::new("small.cfg")).unwrap();
+        Network::build(&cfg, 1, 1).unwrap()
+    }
+
+    fn decode(net: &mut Network, bytes: &[u8]) -> Result<WeightsHeader> {
+        decode_weights(net, bytes, Path::new("x.weights"), Path::new("small.cfg"))
+    }
+
+    #[test]
+    fn round_trip_keeps_values_and_seen() {
+        let mut net = small_net();
+        net.seen = 12345;
+        let mut bytes = Vec::new();
+        encode_weights(&net, &mut bytes).unwrap();
+        assert_eq!(bytes.len(), 20 + 4 * (18 + 8));
+        let mut other = small_net();
+        for layer in other.layers.iter_mut() {
+            if let Some(p) = layer.params_mut() {
+                p.weights.fill(0.5);
+            }
+        }
+        let header = decode(&mut other, &bytes).unwrap();
+        assert_eq!(header.seen, 12345);
+        assert_eq!(other.seen, 12345);
+        let first = |n: &Network| n.layers[0].params().unwrap().weights.clone();
+        assert_eq!(first(&other), first(&net));
+    }
+
+    #[test]
+    fn huge_version_numbers_are_an_error() {
+        // major * 10 + minor overflowed i32 here before the sum moved to i64.
+        let mut bytes = Vec::new();
+        for v in [i32::MAX, i32::MAX, 0, 0, 0] {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        let err = decode(&mut small_net(), &bytes).unwrap_err().to_string();
+        assert!(err.contains("expected"), "{err}");
+    }
+
+    #[test]
+    fn header_cut_inside_seen_is_an_error() {
+        let bytes = [0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6];
+        let err = decode(&mut small_net(), &bytes).unwrap_err().to_string();
+        assert!(err.contains("ends inside its header"), "{err}");
+    }
+
+    #[test]
+    fn old_header_with_u32_seen_loads() {
+        let mut bytes = Vec::new();
+        for v in [0i32, 1, 0, 77] {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        bytes.extend(std::iter::repeat(0u8).take(4 * 26));
+        let mut net = small_net();
+        assert_eq!(decode(&mut net, &bytes).unwrap().seen, 77);
+    }
+
+    #[test]
+    fn failed_decode_leaves_network_unchanged() {
+        let mut net = small_net();
+        let before = net.layers[0].params().unwrap().weights.clone();
+        let mut bytes = Vec::new();
+        encode_weights(&small_net(), &mut bytes).unwrap();
+        let last = bytes.len() - 4;
+        bytes[last..].copy_from_slice(&f32::INFINITY.to_le_bytes());
+        assert!(decode(&mut net, &bytes).is_err());
+        assert_eq!(net.layers[0].params().unwrap().weights, before);
+        assert_eq!(net.seen, 0);
+    }
+}
