@@ -1,4 +1,5 @@
-//! `NetworkConfig::parse` on arbitrary text: libFuzzer reports any panic. A parsed cfg is also built into a network when it is small, which
+//! `NetworkConfig::parse` on arbitrary text: libFuzzer reports any panic.
+//! A parsed cfg is also built into a network when it is small, which
 //! covers the shape checks of `Network::build`.
 #![no_main]
 

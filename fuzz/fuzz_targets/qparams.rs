@@ -1,5 +1,5 @@
-//! `decode_qparams` on arbitrary bytes; the first byte is the layer count
-//! (0 to 7), the rest the file. Decoded scales must be positive and finite.
+//! `decode_qparams` on arbitrary bytes. The first byte is the layer count
+//! (0 to 7), and the rest is the file. Decoded scales must be positive and finite.
 #![no_main]
 
 use darknet::formats::qfiles::decode_qparams;

@@ -1,6 +1,6 @@
 //! `decode_weights` on arbitrary bytes for two small networks, one with
-//! batch normalization. The first byte picks the network; the rest is the
-//! file. A decoded network must be finite and keep its shape.
+//! batch normalization. The first byte picks the network, and the rest is
+//! the file. A decoded network must be finite and keep its shape.
 #![no_main]
 
 use darknet::config::cfg::NetworkConfig;
