@@ -339,3 +339,24 @@ fn classes_differ_from_cfg_outputs() {
     ws.write("t.cfg", common::cfg_text(&SetOptions { classes: 3, ..SetOptions::default() }));
     assert_fails(&valid(&ws, WEIGHTS), &["t.cfg ends with 3 outputs", "classes = 2"]);
 }
+
+#[test]
+fn gray_jpeg_images_load_as_rgb() {
+    let ws = Workspace::new("jpeg");
+    write_set(&ws, &SetOptions::default());
+    for list in ["train.list", "valid.list"] {
+        let mut jpeg_paths = Vec::new();
+        for png in String::from_utf8(ws.read(list)).unwrap().lines() {
+            let jpeg = png.replace(".png", ".jpg");
+            image::open(ws.path(png)).unwrap().save(ws.path(&jpeg)).unwrap();
+            jpeg_paths.push(jpeg);
+        }
+        ws.write(list, jpeg_paths.join("\n"));
+    }
+    ws.write("t.cfg", common::cfg_text(&SetOptions::default()).replace("channels=1", "channels=3"));
+    assert_succeeds(&train(&ws, &[]));
+    assert_eq!(ws.read(WEIGHTS).len(), 20 + 4 * (2 + 2 * 48));
+    let out = valid(&ws, WEIGHTS);
+    assert_succeeds(&out);
+    assert!(top1(&out) >= 0.75, "{}", stdout(&out));
+}
