@@ -183,7 +183,7 @@ pub fn decode_weights(net: &mut Network, bytes: &[u8], source: &Path, cfg_name: 
 
 /// True when every value that `.weights` stores for these parameters is finite.
 pub fn params_are_finite(p: &Params) -> bool {
-    let batch_norm_finite = p.batch_norm.as_ref().map_or(true, |bn| {
+    let batch_norm_finite = p.batch_norm.as_ref().is_none_or(|bn| {
         bn.scales.iter().chain(&bn.rolling_mean).chain(&bn.rolling_variance).all(|v| v.is_finite())
     });
     p.biases.iter().chain(&p.weights).all(|v| v.is_finite()) && batch_norm_finite
@@ -311,7 +311,7 @@ mod tests {
         for v in [0i32, 1, 0, 77] {
             bytes.extend_from_slice(&v.to_le_bytes());
         }
-        bytes.extend(std::iter::repeat(0u8).take(4 * 26));
+        bytes.extend(std::iter::repeat_n(0u8, 4 * 26));
         let mut net = small_net();
         assert_eq!(decode(&mut net, &bytes).unwrap().seen, 77);
     }
