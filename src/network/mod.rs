@@ -6,10 +6,13 @@ pub mod layers;
 pub mod schedule;
 
 use crate::config::cfg::{LayerSpec, NetOptions, NetworkConfig};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use layers::avgpool::AvgPoolLayer;
 use layers::connected::ConnectedLayer;
+use layers::convolutional::ConvolutionalLayer;
 use layers::cost::CostLayer;
 use layers::dropout::DropoutLayer;
+use layers::maxpool::MaxPoolLayer;
 use layers::softmax::SoftmaxLayer;
 use layers::{ForwardContext, Layer, Shape, UpdateArgs};
 use rand::rngs::StdRng;
@@ -59,9 +62,17 @@ impl Network {
                 }
                 LayerSpec::Dropout { probability } => Box::new(DropoutLayer::new(shape, *probability, max_batch)),
                 LayerSpec::Cost { scale } => Box::new(CostLayer::new(shape, *scale, max_batch)),
-                LayerSpec::Convolutional { .. } | LayerSpec::MaxPool { .. } | LayerSpec::AvgPool => {
-                    bail!("{where_}: this layer kind is parsed but not built yet; use [connected] layers")
-                }
+                LayerSpec::Convolutional { filters, size, stride, pad, activation, batch_normalize } => Box::new(
+                    ConvolutionalLayer::new(shape, *filters, *size, *stride, *pad, *activation, *batch_normalize, max_batch, &mut rng)
+                        .with_context(|| format!("{where_}: input {}x{}x{}", shape.c, shape.h, shape.w))?,
+                ),
+                // Darknet's default total padding for a max pool is size - 1.
+                // NOTE: the cfg parser does not read `padding=` in [maxpool], so this default always applies.
+                LayerSpec::MaxPool { size, stride } => Box::new(
+                    MaxPoolLayer::new(shape, *size, *stride, size - 1, max_batch)
+                        .with_context(|| format!("{where_}: input {}x{}x{}", shape.c, shape.h, shape.w))?,
+                ),
+                LayerSpec::AvgPool => Box::new(AvgPoolLayer::new(shape, max_batch)),
             };
             shape = layer.output_shape();
             layers.push(layer);

@@ -5,9 +5,12 @@
 //! Deltas follow Darknet's sign: `delta = -dLoss/d(output)`, summed over the
 //! batch, so an update adds `rate / batch * delta`.
 
+pub mod avgpool;
 pub mod connected;
+pub mod convolutional;
 pub mod cost;
 pub mod dropout;
+pub mod maxpool;
 pub mod params;
 pub mod softmax;
 
