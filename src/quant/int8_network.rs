@@ -1,21 +1,49 @@
 //! The integer-only network built from a cfg, `.qweights` and `.qparams`.
 //! It holds only integers and per-layer constants: no float enters between
-//! the input quantization and the dequantization of the last layer with
-//! parameters, after which the softmax runs in float.
+//! the input quantization and the dequantization of the last stage, after
+//! which the softmax runs in float.
+//!
+//! # Layouts
+//!
+//! Every stage reads and writes int8 rows `[rows][c][h][w]` (CHW), the
+//! layout of the FP32 network, so a `[connected]` after a convolution reads
+//! the values in the order its weights were trained on.
+//!
+//! A `[convolutional]` stage unfolds each image with `im2row` into
+//! `[positions][channels * size * size]`, one GEMM row per output position,
+//! with padding set to the input zero point Z1, the code of real 0 (padding
+//! with the integer 0 would add `-Z1 * (q2 - Z2)` per padded tap). The int8
+//! GEMM and its requantization then produce `[positions][filters]`, and a
+//! transpose restores `[filters][positions]`. Several images share one GEMM
+//! so that its rows can be split over threads.
+//!
+//! `[maxpool]` and `[avgpool]` keep the scale and zero point of their input:
+//! a maximum of int8 codes is exact, and an average is rounded to the
+//! nearest code, ties away from zero. The last stage's output (for example
+//! an average pool after a 1x1 convolution) is dequantized with the scale
+//! and zero point it carries, which is the last parameter layer's S3/Z3.
 
 use super::affine::{quantize_input, QuantParams};
 use super::fixed_point::{quantize_multiplier, real_multiplier};
 use crate::config::cfg::{LayerSpec, NetworkConfig};
 use crate::formats::qfiles::{read_qparams, read_qweights, LayerQParams};
 use crate::kernels::gemm_i8::{gemm_requantize, PackedWeights, Requantization};
+use crate::kernels::im2col::{im2row, ConvGeometry};
 use crate::network::activation::Activation;
+use crate::network::layers::avgpool::average_pool_i8;
+use crate::network::layers::maxpool::{max_pool_i8, PoolGeometry};
 use crate::network::layers::softmax::softmax;
-use crate::network::layers::ParamLayout;
-use anyhow::{bail, Result};
+use crate::network::layers::{ParamLayout, Shape};
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
 use std::path::Path;
 
-/// One integer stage.
-pub struct Int8Connected {
+/// Bytes of im2row rows per convolution GEMM (16 MiB). It sets how many
+/// images one GEMM covers.
+const COLUMN_BUDGET: usize = 1 << 24;
+
+/// The integer constants of one layer with parameters.
+pub struct ParamStage {
     pub weights: PackedWeights,
     pub requant: Requantization,
     pub qparams: LayerQParams,
@@ -23,65 +51,162 @@ pub struct Int8Connected {
     pub relu_floor: Option<i8>,
 }
 
+/// One integer layer.
+pub enum Stage {
+    Connected(ParamStage),
+    Convolutional {
+        geometry: ConvGeometry,
+        /// Images per GEMM.
+        chunk: usize,
+        stage: ParamStage,
+    },
+    MaxPool(PoolGeometry),
+    AvgPool {
+        channels: usize,
+        spatial: usize,
+    },
+}
+
+impl Stage {
+    /// Values of one output row.
+    fn output_len(&self) -> usize {
+        match self {
+            Stage::Connected(s) => s.weights.outputs,
+            Stage::Convolutional { geometry, stage, .. } => stage.weights.outputs * geometry.positions(),
+            Stage::MaxPool(g) => g.output_len(),
+            Stage::AvgPool { channels, .. } => *channels,
+        }
+    }
+
+    fn params(&self) -> Option<&ParamStage> {
+        match self {
+            Stage::Connected(s) | Stage::Convolutional { stage: s, .. } => Some(s),
+            Stage::MaxPool(_) | Stage::AvgPool { .. } => None,
+        }
+    }
+}
+
+/// A stage as the cfg describes it, before the files are read.
+enum Planned {
+    Params { layout: ParamLayout, activation: Activation, geometry: Option<ConvGeometry> },
+    MaxPool(PoolGeometry),
+    AvgPool { channels: usize, spatial: usize },
+}
+
 pub struct Int8Network {
     pub input_params: QuantParams,
-    pub stages: Vec<Int8Connected>,
+    pub stages: Vec<Stage>,
+    /// Scale and zero point of the last stage's output.
+    pub output_params: QuantParams,
     /// `(groups, temperature)` of a `[softmax]` after the last stage.
     softmax: Option<(usize, f32)>,
     inputs: usize,
+    outputs: usize,
     max_batch: usize,
     buffer_a: Vec<i8>,
     buffer_b: Vec<i8>,
-    /// `[rows][outputs]` of the last stage after its requantization.
+    /// im2row rows of a convolution chunk.
+    columns: Vec<i8>,
+    /// `[positions][filters]` GEMM output of a convolution chunk.
+    products: Vec<i8>,
+    /// `[rows][outputs]` of the last stage.
     pub last_q: Vec<i8>,
     probabilities: Vec<f32>,
     /// Biases clamped at load so the accumulators fit in int32.
     pub clamped_biases: usize,
 }
 
+/// The integer network a cfg describes.
+struct Plan {
+    stages: Vec<Planned>,
+    /// `(groups, temperature)` of the `[softmax]`, if any.
+    softmax: Option<(usize, f32)>,
+    /// The shape of the last stage's output.
+    output_shape: Shape,
+}
+
+/// Reads the stages of `cfg` up to `[softmax]`, checking what the integer
+/// path supports.
+fn plan(cfg: &NetworkConfig) -> Result<Plan> {
+    let net = &cfg.net;
+    let mut shape = if net.height * net.width * net.channels == net.inputs {
+        Shape { c: net.channels, h: net.height, w: net.width }
+    } else {
+        Shape::flat(net.inputs)
+    };
+    let mut planned = Vec::new();
+    let mut softmax_spec = None;
+    for entry in &cfg.layers {
+        let where_ = format!("{}:{}: [{}]", cfg.path.display(), entry.line, entry.section);
+        if softmax_spec.is_some() && !matches!(entry.spec, LayerSpec::Dropout { .. } | LayerSpec::Cost { .. }) {
+            bail!("{where_}: INT8 inference needs every layer except [dropout] and [cost] before [softmax]");
+        }
+        let check_activation = |activation: &Activation| -> Result<()> {
+            if !matches!(activation, Activation::Relu | Activation::Linear) {
+                bail!("{where_}: activation={} has no integer-only form here; INT8 layers use relu or linear", activation.name());
+            }
+            Ok(())
+        };
+        match &entry.spec {
+            LayerSpec::Connected { output, activation, batch_normalize } => {
+                if *batch_normalize {
+                    bail!("{where_}: INT8 inference of batch_normalize=1 connected layers is not supported");
+                }
+                check_activation(activation)?;
+                let layout = ParamLayout::Connected { inputs: shape.len(), outputs: *output };
+                planned.push(Planned::Params { layout, activation: *activation, geometry: None });
+                shape = Shape::flat(*output);
+            }
+            LayerSpec::Convolutional { filters, size, stride, pad, activation, .. } => {
+                // Batch norm needs no check: QAT folded it into the .qweights.
+                check_activation(activation)?;
+                let geometry = ConvGeometry::new(shape.c, shape.h, shape.w, *size, *stride, *pad)
+                    .with_context(|| format!("{where_}: input {}x{}x{}", shape.c, shape.h, shape.w))?;
+                let layout = ParamLayout::Convolutional { filters: *filters, channels: shape.c, size: *size };
+                planned.push(Planned::Params { layout, activation: *activation, geometry: Some(geometry) });
+                shape = Shape { c: *filters, h: geometry.out_height, w: geometry.out_width };
+            }
+            LayerSpec::MaxPool { size, stride } => {
+                // Darknet's default total padding, as the FP32 layer uses.
+                let geometry = PoolGeometry::new(shape, *size, *stride, size - 1)
+                    .with_context(|| format!("{where_}: input {}x{}x{}", shape.c, shape.h, shape.w))?;
+                planned.push(Planned::MaxPool(geometry));
+                shape = geometry.output_shape();
+            }
+            LayerSpec::AvgPool => {
+                planned.push(Planned::AvgPool { channels: shape.c, spatial: shape.h * shape.w });
+                shape = Shape::flat(shape.c);
+            }
+            LayerSpec::Softmax { groups, temperature } => {
+                if shape.len() % groups != 0 {
+                    bail!("{where_}: groups={groups} does not divide the {} inputs of the layer", shape.len());
+                }
+                softmax_spec = Some((*groups, *temperature));
+            }
+            LayerSpec::Dropout { .. } | LayerSpec::Cost { .. } => {}
+        }
+    }
+    Ok(Plan { stages: planned, softmax: softmax_spec, output_shape: shape })
+}
+
 impl Int8Network {
     /// Loads the integer parameters for `cfg`, checking sizes and the chain of
     /// scales (each layer's S1/Z1 must be the previous layer's S3/Z3).
     pub fn load(cfg: &NetworkConfig, qweights_path: &Path, qparams_path: &Path, max_batch: usize) -> Result<Int8Network> {
-        let mut layouts = Vec::new();
-        let mut activations = Vec::new();
-        let mut inputs = cfg.net.inputs;
-        let mut softmax_spec = None;
-        let mut after_last = false;
-        for entry in &cfg.layers {
-            let where_ = format!("{}:{}: [{}]", cfg.path.display(), entry.line, entry.section);
-            match &entry.spec {
-                LayerSpec::Connected { output, activation, batch_normalize } => {
-                    if after_last {
-                        bail!("{where_}: INT8 inference needs every [connected] layer before [softmax]");
-                    }
-                    if *batch_normalize {
-                        bail!("{where_}: INT8 inference of batch_normalize=1 connected layers is not supported");
-                    }
-                    if !matches!(activation, Activation::Relu | Activation::Linear) {
-                        bail!(
-                            "{where_}: activation={} has no integer-only form here; INT8 layers use relu or linear",
-                            activation.name()
-                        );
-                    }
-                    layouts.push(ParamLayout::Connected { inputs, outputs: *output });
-                    activations.push(*activation);
-                    inputs = *output;
-                }
-                LayerSpec::Softmax { groups, temperature } => {
-                    softmax_spec = Some((*groups, *temperature));
-                    after_last = true;
-                }
-                LayerSpec::Dropout { .. } | LayerSpec::Cost { .. } => {}
-                _ => bail!("{where_}: INT8 inference does not support this layer kind yet"),
-            }
-        }
+        let Plan { stages: planned, softmax: softmax_spec, output_shape } = plan(cfg)?;
+        let layouts: Vec<ParamLayout> = planned
+            .iter()
+            .filter_map(|p| match p {
+                Planned::Params { layout, .. } => Some(*layout),
+                _ => None,
+            })
+            .collect();
         if layouts.is_empty() {
-            bail!("{}: no [connected] layer, so there is nothing to run in INT8", cfg.path.display());
+            bail!("{}: no [connected] or [convolutional] layer, so there is nothing to run in INT8", cfg.path.display());
         }
 
         let qparams = read_qparams(qparams_path, layouts.len(), &cfg.path)?;
-        let qweights = read_qweights(qweights_path, &layouts, &cfg.path)?;
+        let mut qweights = read_qweights(qweights_path, &layouts, &cfg.path)?.into_iter();
         for i in 1..qparams.len() {
             if qparams[i].input != qparams[i - 1].output {
                 bail!(
@@ -99,39 +224,67 @@ impl Int8Network {
         let mut stages = Vec::new();
         let mut clamped_biases = 0;
         let mut widest = cfg.net.inputs;
-        for ((layout, q), (w, act)) in layouts.iter().zip(&qparams).zip(qweights.into_iter().zip(activations)) {
-            let weights = PackedWeights::new(&w.weights, layout.outputs(), layout.fan_in());
-            let multiplier = quantize_multiplier(real_multiplier(q.input.scale, q.weight.scale, q.output.scale));
-            let (requant, clamped) = Requantization::new(
-                &weights,
-                &w.biases,
-                q.input.zero_point as i32,
-                q.weight.zero_point as i32,
-                multiplier,
-                q.output.zero_point as i32,
-            );
-            clamped_biases += clamped;
-            let relu_floor = (act == Activation::Relu && q.output.zero_point > -128).then_some(q.output.zero_point);
-            widest = widest.max(layout.outputs());
-            stages.push(Int8Connected { weights, requant, qparams: *q, relu_floor });
+        let (mut columns_len, mut products_len) = (0, 0);
+        let mut current = qparams[0].input;
+        let mut next_qparams = qparams.iter();
+        for step in planned {
+            let stage = match step {
+                Planned::Params { layout, activation, geometry } => {
+                    let q = *next_qparams.next().expect("one .qparams entry per layout");
+                    let w = qweights.next().expect("one .qweights entry per layout");
+                    let weights = PackedWeights::new(&w.weights, layout.outputs(), layout.fan_in());
+                    let multiplier = quantize_multiplier(real_multiplier(q.input.scale, q.weight.scale, q.output.scale));
+                    let (requant, clamped) = Requantization::new(
+                        &weights,
+                        &w.biases,
+                        q.input.zero_point as i32,
+                        q.weight.zero_point as i32,
+                        multiplier,
+                        q.output.zero_point as i32,
+                    );
+                    clamped_biases += clamped;
+                    let relu_floor = (activation == Activation::Relu && q.output.zero_point > -128).then_some(q.output.zero_point);
+                    current = q.output;
+                    let stage = ParamStage { weights, requant, qparams: q, relu_floor };
+                    match geometry {
+                        None => Stage::Connected(stage),
+                        Some(geometry) => {
+                            let (p, k) = (geometry.positions(), geometry.fan_in());
+                            let chunk = (COLUMN_BUDGET / (p * k).max(1)).clamp(1, max_batch.max(1));
+                            columns_len = columns_len.max(chunk * p * k);
+                            products_len = products_len.max(chunk * p * layout.outputs());
+                            Stage::Convolutional { geometry, chunk, stage }
+                        }
+                    }
+                }
+                Planned::MaxPool(geometry) => Stage::MaxPool(geometry),
+                Planned::AvgPool { channels, spatial } => Stage::AvgPool { channels, spatial },
+            };
+            widest = widest.max(stage.output_len());
+            stages.push(stage);
         }
-        let classes = layouts.last().map(|l| l.outputs()).unwrap_or(0);
+
+        let outputs = output_shape.len();
         Ok(Int8Network {
             input_params: qparams[0].input,
             stages,
+            output_params: current,
             softmax: softmax_spec,
             inputs: cfg.net.inputs,
+            outputs,
             max_batch,
             buffer_a: vec![0; max_batch * widest],
             buffer_b: vec![0; max_batch * widest],
-            last_q: vec![0; max_batch * classes],
-            probabilities: vec![0.0; max_batch * classes],
+            columns: vec![0; columns_len],
+            products: vec![0; products_len],
+            last_q: vec![0; max_batch * outputs],
+            probabilities: vec![0.0; max_batch * outputs],
             clamped_biases,
         })
     }
 
     pub fn outputs(&self) -> usize {
-        self.stages.last().map(|s| s.weights.outputs).unwrap_or(0)
+        self.outputs
     }
 
     pub fn max_batch(&self) -> usize {
@@ -146,10 +299,18 @@ impl Int8Network {
         let mut width = self.inputs;
         quantize_input(&input[..rows * width], self.input_params, &mut self.buffer_a[..rows * width]);
         for stage in &self.stages {
-            let n = stage.weights.outputs;
-            gemm_requantize(&self.buffer_a[..rows * width], rows, &stage.weights, &stage.requant, &mut self.buffer_b[..rows * n]);
-            if let Some(floor) = stage.relu_floor {
-                for q in self.buffer_b[..rows * n].iter_mut() {
+            let n = stage.output_len();
+            let (a, b) = (&self.buffer_a[..rows * width], &mut self.buffer_b[..rows * n]);
+            match stage {
+                Stage::Connected(s) => gemm_requantize(a, rows, &s.weights, &s.requant, b),
+                Stage::Convolutional { geometry, chunk, stage } => {
+                    convolve(geometry, *chunk, stage, a, rows, &mut self.columns, &mut self.products, b)
+                }
+                Stage::MaxPool(geometry) => max_pool_i8(geometry, a, rows, b),
+                Stage::AvgPool { channels, spatial } => average_pool_i8(a, rows, *channels, *spatial, b),
+            }
+            if let Some(floor) = stage.params().and_then(|s| s.relu_floor) {
+                for q in b.iter_mut() {
                     *q = (*q).max(floor);
                 }
             }
@@ -158,7 +319,7 @@ impl Int8Network {
         }
         self.last_q[..rows * width].copy_from_slice(&self.buffer_a[..rows * width]);
 
-        let out = self.stages.last().expect("at least one stage").qparams.output;
+        let out = self.output_params;
         for (p, &q) in self.probabilities[..rows * width].iter_mut().zip(&self.last_q) {
             *p = out.dequantize(q);
         }
@@ -171,5 +332,41 @@ impl Int8Network {
             }
         }
         &self.probabilities[..rows * width]
+    }
+}
+
+/// Convolves `rows` CHW int8 images of `input` into CHW `output`, `chunk`
+/// images per GEMM: im2row with padding Z1, the int8 GEMM with its
+/// requantization into `[positions][filters]`, then a transpose per image.
+#[allow(clippy::too_many_arguments)]
+fn convolve(
+    g: &ConvGeometry,
+    chunk: usize,
+    s: &ParamStage,
+    input: &[i8],
+    rows: usize,
+    columns: &mut [i8],
+    products: &mut [i8],
+    output: &mut [i8],
+) {
+    let (k, p, n, in_len) = (g.fan_in(), g.positions(), s.weights.outputs, g.input_len());
+    let pad_value = s.qparams.input.zero_point;
+    for first in (0..rows).step_by(chunk) {
+        let count = chunk.min(rows - first);
+        let images = &input[first * in_len..(first + count) * in_len];
+        columns[..count * p * k].par_chunks_mut(p * k).zip(images.par_chunks(in_len)).for_each(|(unfolded, image)| {
+            im2row(g, image, pad_value, unfolded);
+        });
+
+        gemm_requantize(&columns[..count * p * k], count * p, &s.weights, &s.requant, &mut products[..count * p * n]);
+
+        let out = &mut output[first * n * p..(first + count) * n * p];
+        for (image_out, image_products) in out.chunks_exact_mut(n * p).zip(products.chunks_exact(p * n)) {
+            for (position, values) in image_products.chunks_exact(n).enumerate() {
+                for (f, &q) in values.iter().enumerate() {
+                    image_out[f * p + position] = q;
+                }
+            }
+        }
     }
 }

@@ -7,11 +7,19 @@
 //! fake-quantized with their current min/max into a copy (the FP32 masters
 //! stay untouched and receive the gradients, the straight-through estimator),
 //! and the input and each output are fake-quantized with their EMA ranges.
+//!
+//! A batch-normalized convolution is quantized in its folded form, because
+//! the int8 network has no batch norm: the copy holds the folded weights
+//! (see [`crate::network::layers::convolutional`]) and the export writes the
+//! folded weights and biases. Max pools need nothing, since a maximum of
+//! values on the int8 grid stays on it. An average pool's output is
+//! fake-quantized with its input's range, as the int8 network rounds it.
 
 use super::affine::{fake_quantize, min_max, quantize_bias, QuantParams};
 use super::observer::{smoothing_at, RangeObserver};
 use crate::config::cfg::NetOptions;
 use crate::formats::qfiles::{LayerQParams, LayerQWeights};
+use crate::network::layers::convolutional::fold_batch_norm;
 use crate::network::layers::{Layer, ParamLayout};
 use crate::network::Network;
 use anyhow::{bail, Result};
@@ -26,10 +34,20 @@ pub enum Phase {
     FakeQuant,
 }
 
+/// The tensor whose range a layer without parameters reuses for its output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RangeSource {
+    Input,
+    Layer(usize),
+}
+
 pub struct QatState {
     pub input: RangeObserver,
     /// One observer per layer; `Some` for layers with parameters.
     pub outputs: Vec<Option<RangeObserver>>,
+    /// Per layer: `Some` for `[avgpool]` layers, whose output is
+    /// fake-quantized with the range of the tensor they average.
+    shared_ranges: Vec<Option<RangeSource>>,
     init_step: usize,
     total_steps: usize,
     step: usize,
@@ -42,14 +60,19 @@ impl QatState {
     /// Prepares observers for `net`; `total_steps` is the number of QAT updates.
     pub fn new(net: &Network, options: &NetOptions, total_steps: usize) -> Result<QatState> {
         let mut outputs = Vec::with_capacity(net.layers.len());
+        let mut shared_ranges = Vec::with_capacity(net.layers.len());
+        let mut source = RangeSource::Input;
         for (i, layer) in net.layers.iter().enumerate() {
             let Some(params) = layer.params() else {
                 outputs.push(None);
+                shared_ranges.push((layer.kind() == "avgpool").then_some(source));
                 continue;
             };
+            shared_ranges.push(None);
+            source = RangeSource::Layer(i);
             if params.batch_norm.is_some() && matches!(params.layout, ParamLayout::Connected { .. }) {
                 bail!(
-                    "layer {i} ([connected] with batch_normalize=1): QAT of batch-normalized connected layers is not supported; train without batch_normalize for INT8"
+                    "layer {i} ([connected] with batch_normalize=1): QAT folds batch norm into [convolutional] layers only; train this [connected] layer without batch_normalize for INT8"
                 );
             }
             let activation = layer.activation().expect("parameter layers have an activation");
@@ -58,6 +81,7 @@ impl QatState {
         Ok(QatState {
             input: RangeObserver::new(false),
             outputs,
+            shared_ranges,
             init_step: options.qat_init_step.max(1),
             total_steps,
             step: 0,
@@ -102,10 +126,8 @@ impl QatState {
             fake_quantize(input, self.input.params());
             for layer in net.layers.iter_mut() {
                 if let Some(p) = layer.params_mut() {
-                    let (lo, hi) = min_max(&p.weights);
-                    let mut copy = p.forward_weights.take().unwrap_or_default();
-                    copy.clear();
-                    copy.extend_from_slice(&p.weights);
+                    let (mut copy, _) = fold_batch_norm(p);
+                    let (lo, hi) = min_max(&copy);
                     fake_quantize(&mut copy, QuantParams::from_range(lo, hi));
                     p.forward_weights = Some(copy);
                 }
@@ -121,12 +143,19 @@ impl QatState {
             return;
         }
         let smooth = self.smoothing();
-        let Some(Some(observer)) = self.outputs.get_mut(index) else { return };
         let n = layer.outputs() * rows;
         let output = &mut layer.output_mut()[..n];
-        observer.observe(output, smooth);
-        if phase == Phase::FakeQuant {
-            fake_quantize(output, observer.params());
+        if let Some(Some(observer)) = self.outputs.get_mut(index) {
+            observer.observe(output, smooth);
+            if phase == Phase::FakeQuant {
+                fake_quantize(output, observer.params());
+            }
+        } else if let (Some(Some(source)), Phase::FakeQuant) = (self.shared_ranges.get(index), phase) {
+            let params = match *source {
+                RangeSource::Input => self.input.params(),
+                RangeSource::Layer(j) => self.outputs[j].expect("a layer with parameters has an observer").params(),
+            };
+            fake_quantize(output, params);
         }
     }
 
@@ -139,8 +168,8 @@ impl QatState {
         }
     }
 
-    /// Builds `.qparams` and `.qweights` contents from the final master weights
-    /// and the observed ranges.
+    /// Builds `.qparams` and `.qweights` contents from the final master
+    /// weights (batch norm folded in) and the observed ranges.
     pub fn export(&self, net: &Network) -> Result<(Vec<LayerQParams>, Vec<LayerQWeights>)> {
         if !self.input.initialized {
             bail!("QAT never reached qat_init_step, so no ranges were observed; lower qat_init_step or raise qat_end_epoch");
@@ -150,12 +179,13 @@ impl QatState {
         let mut input = self.input.params();
         for (layer, observer) in net.layers.iter().zip(&self.outputs) {
             let (Some(p), Some(observer)) = (layer.params(), observer) else { continue };
-            let (lo, hi) = min_max(&p.weights);
+            let (weights, biases) = fold_batch_norm(p);
+            let (lo, hi) = min_max(&weights);
             let weight = QuantParams::from_range(lo, hi);
             let output = observer.params();
             qweights.push(LayerQWeights {
-                biases: p.biases.iter().map(|&b| quantize_bias(b, input.scale, weight.scale)).collect(),
-                weights: p.weights.iter().map(|&w| weight.quantize(w)).collect(),
+                biases: biases.iter().map(|&b| quantize_bias(b, input.scale, weight.scale)).collect(),
+                weights: weights.iter().map(|&w| weight.quantize(w)).collect(),
             });
             qparams.push(LayerQParams { input, weight, output });
             input = output;

@@ -1,0 +1,79 @@
+//! QAT of a convolutional network with batch norm: the exported
+//! `.qweights`/`.qparams` (batch norm folded in) run by the integer-only
+//! network must reproduce the fake-quantized FP32 forward pass that QAT
+//! trained, up to the rounding the two paths do differently.
+
+use darknet::config::cfg::NetworkConfig;
+use darknet::formats::qfiles::{write_qparams, write_qweights};
+use darknet::network::Network;
+use darknet::quant::int8_network::Int8Network;
+use darknet::quant::qat::QatState;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::path::Path;
+
+const CFG: &str = "[net]\nbatch=8\nheight=10\nwidth=10\nchannels=3\n\
+[convolutional]\nfilters=6\nsize=3\nstride=1\npad=1\nbatch_normalize=1\nactivation=relu\n\
+[maxpool]\nsize=2\nstride=2\n\
+[convolutional]\nfilters=8\nsize=3\nstride=2\npad=1\nbatch_normalize=1\nactivation=relu\n\
+[avgpool]\n\
+[connected]\noutput=5\nactivation=linear\n\
+[softmax]\n";
+
+#[test]
+fn int8_reproduces_fake_quantized_forward() {
+    let batch = 8;
+    let cfg = NetworkConfig::parse(CFG, Path::new("qat.cfg")).unwrap();
+    let mut net = Network::build(&cfg, batch, 21).unwrap();
+    let mut rng = StdRng::seed_from_u64(4);
+    // Batch-norm statistics far from the identity, so folding matters.
+    for layer in net.layers.iter_mut() {
+        if let Some(p) = layer.params_mut() {
+            for b in p.biases.iter_mut() {
+                *b = rng.gen_range(-0.2..0.4);
+            }
+            if let Some(bn) = p.batch_norm.as_mut() {
+                for i in 0..bn.scales.len() {
+                    bn.scales[i] = rng.gen_range(0.5..2.0);
+                    bn.rolling_mean[i] = rng.gen_range(-0.5..0.5);
+                    bn.rolling_variance[i] = rng.gen_range(0.2..3.0);
+                }
+            }
+        }
+    }
+    let inputs = net.inputs();
+    let x: Vec<f32> = (0..batch * inputs).map(|_| rng.gen_range(0.0f32..1.0)).collect();
+
+    // Step 1 calibrates the ranges, step 2 fake-quantizes with them.
+    let mut qat = QatState::new(&net, &cfg.net, 2).unwrap();
+    for step in 1..=2 {
+        qat.begin_step(step);
+        let mut input = x.clone();
+        qat.prepare(&mut net, &mut input);
+        net.forward_with_hook(&input, batch, true, &mut |i, layer, rows| qat.after_layer(i, layer, rows));
+    }
+    let connected = net.layers.len() - 2;
+    let simulated: Vec<f32> = net.layers[connected].output()[..batch * 5].to_vec();
+    QatState::release(&mut net);
+    let (qparams, qweights) = qat.export(&net).unwrap();
+
+    let dir = std::env::temp_dir().join(format!("darknet-conv-qat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (qw_path, qp_path) = (dir.join("qat.qweights"), dir.join("qat.qparams"));
+    write_qweights(&qw_path, &qweights).unwrap();
+    write_qparams(&qp_path, &qparams).unwrap();
+    let mut int8 = Int8Network::load(&cfg, &qw_path, &qp_path, batch).unwrap();
+    int8.predict(&x, batch);
+
+    let output = qparams.last().unwrap().output;
+    let mut total_steps = 0usize;
+    for (i, (&q, &real)) in int8.last_q[..batch * 5].iter().zip(&simulated).enumerate() {
+        let expected = output.quantize(real);
+        let steps = (q as i32 - expected as i32).abs();
+        assert!(steps <= 2, "output {i}: int8 code {q}, fake-quantized FP32 code {expected}");
+        total_steps += steps as usize;
+    }
+    // Most outputs agree exactly; rounding differences are rare.
+    assert!(total_steps * 4 < batch * 5, "{total_steps} code steps of difference over {} outputs", batch * 5);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
