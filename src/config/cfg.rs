@@ -67,7 +67,8 @@ pub enum LayerSpec {
         activation: Activation,
         batch_normalize: bool,
     },
-    MaxPool { size: usize, stride: usize },
+    /// `padding` is the total padding of both sides (Darknet's default `size - 1`).
+    MaxPool { size: usize, stride: usize, padding: usize },
     AvgPool,
     Softmax { groups: usize, temperature: f32 },
     Dropout { probability: f32 },
@@ -268,12 +269,10 @@ fn parse_layer(section: &Section, path: &Path) -> Result<LayerSpec> {
         }
         "convolutional" | "conv" => {
             let size = positive(&r, "size", r.get_or("size", 1usize)?)?;
+            // As in Darknet, `pad=1` means `size / 2` and overrides `padding`.
             let pad_flag: u8 = r.get_or("pad", 0u8)?;
-            let padding = match r.get::<usize>("padding")? {
-                Some(p) => p,
-                None if pad_flag != 0 => size / 2,
-                None => 0,
-            };
+            let explicit: usize = r.get_or("padding", 0usize)?;
+            let padding = if pad_flag != 0 { size / 2 } else { explicit };
             LayerSpec::Convolutional {
                 filters: positive(&r, "filters", r.get_or("filters", 1usize)?)?,
                 size,
@@ -286,7 +285,8 @@ fn parse_layer(section: &Section, path: &Path) -> Result<LayerSpec> {
         "maxpool" | "max" => {
             let stride = positive(&r, "stride", r.get_or("stride", 1usize)?)?;
             let size = positive(&r, "size", r.get_or("size", stride)?)?;
-            LayerSpec::MaxPool { size, stride }
+            let padding = r.get_or("padding", size - 1)?;
+            LayerSpec::MaxPool { size, stride, padding }
         }
         "avgpool" | "avg" => LayerSpec::AvgPool,
         "softmax" | "soft" => {
@@ -433,6 +433,15 @@ mod tests {
         let err = parse(text).unwrap_err().to_string();
         assert!(err.contains(":8"), "{err}");
         assert!(err.contains("swishy"), "{err}");
+    }
+
+    #[test]
+    fn conv_pad_flag_overrides_padding() {
+        let text = "[net]\nbatch=2\nwidth=8\nheight=8\nchannels=1\n[convolutional]\nfilters=2\nsize=5\npad=1\npadding=7\n[maxpool]\nsize=3\nstride=2\n[maxpool]\nsize=2\nstride=2\npadding=0\n";
+        let cfg = parse(text).unwrap();
+        assert!(matches!(cfg.layers[0].spec, LayerSpec::Convolutional { pad: 2, .. }));
+        assert_eq!(cfg.layers[1].spec, LayerSpec::MaxPool { size: 3, stride: 2, padding: 2 });
+        assert_eq!(cfg.layers[2].spec, LayerSpec::MaxPool { size: 2, stride: 2, padding: 0 });
     }
 
     #[test]

@@ -66,10 +66,8 @@ impl Network {
                     ConvolutionalLayer::new(shape, *filters, *size, *stride, *pad, *activation, *batch_normalize, max_batch, &mut rng)
                         .with_context(|| format!("{where_}: input {}x{}x{}", shape.c, shape.h, shape.w))?,
                 ),
-                // Darknet's default total padding for a max pool is size - 1.
-                // NOTE: the cfg parser does not read `padding=` in [maxpool], so this default always applies.
-                LayerSpec::MaxPool { size, stride } => Box::new(
-                    MaxPoolLayer::new(shape, *size, *stride, size - 1, max_batch)
+                LayerSpec::MaxPool { size, stride, padding } => Box::new(
+                    MaxPoolLayer::new(shape, *size, *stride, *padding, max_batch)
                         .with_context(|| format!("{where_}: input {}x{}x{}", shape.c, shape.h, shape.w))?,
                 ),
                 LayerSpec::AvgPool => Box::new(AvgPoolLayer::new(shape, max_batch)),

@@ -166,9 +166,8 @@ fn plan(cfg: &NetworkConfig) -> Result<Plan> {
                 planned.push(Planned::Params { layout, activation: *activation, geometry: Some(geometry) });
                 shape = Shape { c: *filters, h: geometry.out_height, w: geometry.out_width };
             }
-            LayerSpec::MaxPool { size, stride } => {
-                // Darknet's default total padding, as the FP32 layer uses.
-                let geometry = PoolGeometry::new(shape, *size, *stride, size - 1)
+            LayerSpec::MaxPool { size, stride, padding } => {
+                let geometry = PoolGeometry::new(shape, *size, *stride, *padding)
                     .with_context(|| format!("{where_}: input {}x{}x{}", shape.c, shape.h, shape.w))?;
                 planned.push(Planned::MaxPool(geometry));
                 shape = geometry.output_shape();
