@@ -48,9 +48,10 @@ impl ParamLayout {
     }
 }
 
-/// Master FP32 parameters. During QAT `forward_weights` holds the
-/// fake-quantized copy that forward and backward use; gradients still update
-/// the masters (the straight-through estimator).
+/// Master FP32 parameters. During QAT `forward_weights` contains the
+/// fake-quantized copy that forward and backward use (for a batch-normalized
+/// convolution, the copy of the weights folded with the batch norm); the
+/// gradients still update the masters (the straight-through estimator).
 #[derive(Debug, Clone)]
 pub struct Params {
     pub layout: ParamLayout,
