@@ -37,5 +37,7 @@ zeros 38 > fuzz/corpus/qweights/zeros
 
 for target in $TARGETS; do
     echo "== fuzzing $target for $SECONDS_PER_TARGET s"
-    "${CARGO[@]}" fuzz run -O "$target" -- -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 -print_final_stats=1
+    # -O alone turns overflow checks off; -a turns them back on, so an
+    # arithmetic overflow on crafted input is reported as a crash.
+    "${CARGO[@]}" fuzz run -O -a "$target" -- -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 -print_final_stats=1
 done
