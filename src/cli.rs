@@ -16,9 +16,32 @@ pub struct Cli {
     pub command: TopCommand,
 }
 
+/// The positional syntax of each classifier command, with what it reads
+/// and writes. BACKUP is `backup` of the `.data` file; <cfg> is the cfg file
+/// name without folder and extension.
+const CLASSIFIER_FILES: &str = "\
+Darknet syntax, then the files each command reads -> writes:
+  train_randseq DATA CFG [WEIGHTS]
+      DATA, CFG, train list and images, WEIGHTS -> BACKUP/<cfg>.weights, BACKUP/<cfg>.backup,
+      log/<cfg>.json, log/<cfg>_chart.png
+  valid DATA CFG WEIGHTS
+      DATA, CFG, valid list and images, WEIGHTS -> summary on stdout, log/<cfg>.json,
+      log/<cfg>_confusion.png
+  qat_int8 DATA CFG WEIGHTS
+      DATA, CFG, train list and images, WEIGHTS -> BACKUP/<cfg>.qat.int8.weights,
+      BACKUP/<cfg>.qat.int8.qweights, BACKUP/<cfg>.qat.int8.qparams, log/<cfg>.json
+  qat_int8 DATA CFG QWEIGHTS QPARAMS  (the same as valid_int8)
+  valid_int8 DATA CFG QWEIGHTS QPARAMS [--report]
+      DATA, CFG, valid list and images, QWEIGHTS, QPARAMS -> summary (and report) on stdout,
+      log/<cfg>.json, log/<cfg>_confusion_int8.png
+  predict DATA CFG WEIGHTS [IMAGE]
+  predict DATA CFG QWEIGHTS QPARAMS [IMAGE]
+      DATA (labels, top), CFG, parameter files, IMAGE or paths on stdin -> top-k on stdout";
+
 #[derive(Subcommand, Debug)]
 pub enum TopCommand {
     /// Train, validate and quantize image classifiers.
+    #[command(after_help = CLASSIFIER_FILES)]
     Classifier {
         #[command(subcommand)]
         command: ClassifierCommand,
@@ -61,36 +84,65 @@ pub struct ValidOptions {
     pub per_image: bool,
 }
 
+/// Options of the INT8 validation commands.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Int8Options {
+    /// Print the quantization report on stdout after the summary: per layer
+    /// S1/S2/S3, Z1/Z2/Z3, the multiplier M (real, Q31, shift), the weight
+    /// ranges and the share of outputs saturated at -128 or 127.
+    #[arg(long)]
+    pub report: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum ClassifierCommand {
-    /// FP32 training in shuffled epochs. Reads DATA (train list, labels), CFG and
-    /// optionally WEIGHTS (start point; its `seen` counts toward max_batches).
-    /// Writes BACKUP/<cfg base>.weights and appends to log/<cfg base>.json.
+    /// FP32 training in shuffled epochs.
+    ///
+    /// Reads DATA (train list, labels, backup folder), CFG and optionally
+    /// WEIGHTS (start point; its `seen` counts toward max_batches).
+    /// Writes BACKUP/<cfg base>.weights at the end, the checkpoint
+    /// BACKUP/<cfg base>.backup during the run, appends to log/<cfg base>.json
+    /// and draws log/<cfg base>_chart.png (loss and learning rate per batch).
     #[command(name = "train_randseq", alias = "train")]
     TrainRandseq {
+        /// .data file, e.g. cfg/mnist.data.
         data: PathBuf,
+        /// .cfg file, e.g. cfg/mnist_fc4.cfg.
         cfg: PathBuf,
+        /// FP32 .weights or .backup file to start from.
         weights: Option<PathBuf>,
         #[command(flatten)]
         options: TrainOptions,
     },
-    /// FP32 validation on the `valid` list of DATA: prints top-1 and top-k
-    /// (k = `top` in DATA). Reads DATA, CFG, WEIGHTS; writes only the log.
+    /// FP32 validation: prints top-1 and top-k accuracy (k = `top` in DATA).
+    ///
+    /// Reads DATA (valid list, labels), CFG and WEIGHTS. Prints
+    /// `N: top 1: F, top K: F, S seconds` on stdout, appends to
+    /// log/<cfg base>.json and draws log/<cfg base>_confusion.png.
     Valid {
+        /// .data file, e.g. cfg/mnist.data.
         data: PathBuf,
+        /// .cfg file, e.g. cfg/mnist_fc4.cfg.
         cfg: PathBuf,
+        /// FP32 .weights file, e.g. backup/mnist_fc4.weights.
         weights: PathBuf,
         #[command(flatten)]
         options: ValidOptions,
     },
-    /// With WEIGHTS: QAT fine-tuning, writing BACKUP/<cfg base>.qat.int8.weights,
-    /// .qat.int8.qweights and .qat.int8.qparams. With QWEIGHTS QPARAMS:
-    /// integer-only INT8 validation (the same as valid_int8).
+    /// QAT fine-tuning (with WEIGHTS) or INT8 validation (with QWEIGHTS QPARAMS).
+    ///
+    /// With WEIGHTS: reads DATA (train list, labels), CFG and the FP32
+    /// WEIGHTS; writes BACKUP/<cfg base>.qat.int8.weights, .qat.int8.qweights
+    /// and .qat.int8.qparams, and appends to log/<cfg base>.json.
+    /// With QWEIGHTS QPARAMS: integer-only validation, the same as valid_int8.
     #[command(name = "qat_int8")]
     QatInt8 {
+        /// .data file, e.g. cfg/mnist.data.
         data: PathBuf,
+        /// .cfg file, e.g. cfg/mnist_fc4.cfg.
         cfg: PathBuf,
         /// FP32 .weights (QAT) or .qat.int8.qweights (INT8 validation).
+        #[arg(value_name = "WEIGHTS|QWEIGHTS")]
         weights: PathBuf,
         /// .qat.int8.qparams: give it to validate instead of training.
         qparams: Option<PathBuf>,
@@ -98,15 +150,44 @@ pub enum ClassifierCommand {
         train: TrainOptions,
         #[command(flatten)]
         valid: ValidOptions,
+        #[command(flatten)]
+        int8: Int8Options,
     },
-    /// Integer-only INT8 validation. Reads DATA, CFG, QWEIGHTS, QPARAMS.
+    /// Integer-only INT8 validation: prints top-1 and top-k accuracy.
+    ///
+    /// Reads DATA (valid list, labels), CFG, QWEIGHTS and QPARAMS. Prints
+    /// `N: top 1: F, top K: F, S seconds` on stdout, appends to
+    /// log/<cfg base>.json and draws log/<cfg base>_confusion_int8.png.
     #[command(name = "valid_int8")]
     ValidInt8 {
+        /// .data file, e.g. cfg/mnist.data.
         data: PathBuf,
+        /// .cfg file, e.g. cfg/mnist_fc4.cfg.
         cfg: PathBuf,
+        /// .qat.int8.qweights file written by qat_int8.
         qweights: PathBuf,
+        /// .qat.int8.qparams file written by qat_int8.
         qparams: PathBuf,
         #[command(flatten)]
         options: ValidOptions,
+        #[command(flatten)]
+        int8: Int8Options,
+    },
+    /// Top-k classes of single images, as `NN.NN%: label` lines (k = `top` in DATA).
+    ///
+    /// Give WEIGHTS for FP32, or QWEIGHTS QPARAMS for integer-only INT8; the
+    /// extension of the third argument (.qweights or not) selects the path.
+    /// Without IMAGE, image paths are read from standard input, one per line.
+    /// Reads DATA (labels, top), CFG, the parameter files and the images;
+    /// writes nothing but standard output.
+    #[command(override_usage = "darknet classifier predict DATA CFG WEIGHTS [IMAGE]\n       darknet classifier predict DATA CFG QWEIGHTS QPARAMS [IMAGE]")]
+    Predict {
+        /// .data file, e.g. cfg/mnist.data.
+        data: PathBuf,
+        /// .cfg file, e.g. cfg/mnist_fc4.cfg.
+        cfg: PathBuf,
+        /// WEIGHTS [IMAGE] or QWEIGHTS QPARAMS [IMAGE].
+        #[arg(value_name = "FILES", num_args = 1..=3, required = true)]
+        files: Vec<PathBuf>,
     },
 }

@@ -14,3 +14,4 @@ pub mod kernels;
 pub mod log;
 pub mod network;
 pub mod quant;
+pub mod report;

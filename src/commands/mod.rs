@@ -1,6 +1,7 @@
 //! One module per command; [`run`] dispatches the parsed command line.
 
 pub mod import;
+pub mod predict;
 pub mod qat;
 pub mod train;
 pub mod valid;
@@ -86,8 +87,11 @@ fn estimated_values(cfg: &NetworkConfig, max_batch: usize) -> Option<usize> {
                 total = total.checked_add(weights)?.checked_add(workspace)?.checked_add(filters.checked_mul(4)?)?;
                 (c, h, w) = (filters, out_h, out_w);
             }
-            // Darknet pads a max pool by size - 1 in total, so the size cancels.
-            LayerSpec::MaxPool { stride, .. } => (h, w) = ((h.checked_sub(1)?) / stride + 1, (w.checked_sub(1)?) / stride + 1),
+            // `padding` is the total over both sides, as in Darknet.
+            LayerSpec::MaxPool { size, stride, padding } => {
+                h = h.checked_add(padding)?.checked_sub(size)? / stride + 1;
+                w = w.checked_add(padding)?.checked_sub(size)? / stride + 1;
+            }
             LayerSpec::AvgPool => (h, w) = (1, 1),
             LayerSpec::Softmax { .. } | LayerSpec::Dropout { .. } | LayerSpec::Cost { .. } => {}
         }
@@ -148,22 +152,55 @@ pub fn run(cli: Cli) -> Result<()> {
                 expect_kind(&weights, FileKind::Weights, "WEIGHTS of valid")?;
                 valid::run_fp32(&data, &cfg, &weights, &options)
             }
-            ClassifierCommand::QatInt8 { data, cfg, weights, qparams, train, valid } => match qparams {
+            ClassifierCommand::QatInt8 { data, cfg, weights, qparams, train, valid, int8 } => match qparams {
                 Some(qparams) => {
                     expect_kind(&weights, FileKind::QWeights, "QWEIGHTS of qat_int8 DATA CFG QWEIGHTS QPARAMS")?;
                     expect_kind(&qparams, FileKind::QParams, "QPARAMS of qat_int8 DATA CFG QWEIGHTS QPARAMS")?;
-                    valid::run_int8(&data, &cfg, &weights, &qparams, &valid)
+                    valid::run_int8(&data, &cfg, &weights, &qparams, &valid, &int8)
                 }
                 None => {
+                    if int8.report {
+                        bail!("--report applies to INT8 validation: qat_int8 DATA CFG QWEIGHTS QPARAMS --report");
+                    }
                     expect_kind(&weights, FileKind::Weights, "WEIGHTS of qat_int8 training")?;
                     qat::run(&data, &cfg, &weights, &train)
                 }
             },
-            ClassifierCommand::ValidInt8 { data, cfg, qweights, qparams, options } => {
+            ClassifierCommand::ValidInt8 { data, cfg, qweights, qparams, options, int8 } => {
                 expect_kind(&qweights, FileKind::QWeights, "QWEIGHTS of valid_int8")?;
                 expect_kind(&qparams, FileKind::QParams, "QPARAMS of valid_int8")?;
-                valid::run_int8(&data, &cfg, &qweights, &qparams, &options)
+                valid::run_int8(&data, &cfg, &qweights, &qparams, &options, &int8)
             }
+            ClassifierCommand::Predict { data, cfg, files } => predict::run(&data, &cfg, &files),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> NetworkConfig {
+        NetworkConfig::parse(text, Path::new("t.cfg")).unwrap()
+    }
+
+    #[test]
+    fn size_estimate_follows_conv_and_pool_shapes() {
+        // 1x8x8 -> conv 4 filters 3x3 pad 1 -> 4x8x8 -> maxpool 2/2 -> 4x4x4 -> connected 2.
+        let cfg = parse("[net]\nbatch=1\nwidth=8\nheight=8\nchannels=1\n[convolutional]\nfilters=4\nsize=3\npad=1\n[maxpool]\nsize=2\nstride=2\n[connected]\noutput=2\n[softmax]\n");
+        let input = 2 * 64;
+        let conv = 3 * 36 + 9 * 64 + 16 + 3 * 256;
+        let pool = 3 * 64;
+        let connected = 3 * 64 * 2 + 8 + 3 * 2;
+        let softmax = 3 * 2;
+        assert_eq!(estimated_values(&cfg, 1), Some(input + conv + pool + connected + softmax));
+    }
+
+    #[test]
+    fn size_check_rejects_huge_network() {
+        let cfg = parse("[net]\nbatch=1\nwidth=1000\nheight=1000\nchannels=3\n[connected]\noutput=1000000000\n[softmax]\n");
+        let err = check_network_size(&cfg, 128).unwrap_err().to_string();
+        assert!(err.contains("t.cfg"), "{err}");
+        assert!(err.contains("output="), "{err}");
     }
 }

@@ -11,10 +11,11 @@ use crate::network::layers::UpdateArgs;
 use crate::network::schedule::current_rate;
 use crate::network::Network;
 use crate::quant::qat::QatState;
+use crate::report::charts::{read_last_run, write_training_chart};
+use crate::report::progress::{BatchProgress, TrainProgress};
 use anyhow::{anyhow, bail, Result};
 use rand::Rng;
 use serde_json::json;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -169,6 +170,7 @@ impl LastGood {
 /// update, logs it, saves checkpoints and stops early as `control` sets, and
 /// applies QAT when `qat` is given. Stops with an error, leaving the weights
 /// of the last good update in `net`, when the loss is not finite.
+#[allow(clippy::too_many_arguments)]
 pub fn train_loop(
     net: &mut Network,
     data: Arc<Dataset>,
@@ -188,6 +190,9 @@ pub fn train_loop(
     let started = Instant::now();
     let mut last_good = LastGood::capture(net);
     let mut summary = TrainSummary { batches: 0, last_loss: 0.0, average_loss: -1.0, seconds: 0.0, interrupted: false };
+    let first_batch = (first_sample / batch as u64) as usize + 1;
+    let mut progress = TrainProgress::new(first_batch, first_batch + steps - 1, batch);
+    let mut epoch_tracker = EpochTracker::new(first_sample, data.len());
 
     for step in 1..=steps {
         let step_started = Instant::now();
@@ -236,27 +241,57 @@ pub fn train_loop(
 
         let epoch = net.seen as f64 / data.len() as f64;
         let seconds = step_started.elapsed().as_secs_f64();
-        // One write per line, so a reader of a pipe never sees half a line.
-        let line = format!(
-            "{batch_number}, {epoch:.3}: {loss:.6}, {:.6} avg, {rate:.6} rate, {seconds:.6} seconds, {} images\n",
-            summary.average_loss, net.seen
-        );
-        let _ = std::io::stderr().write_all(line.as_bytes());
+        progress.batch(&BatchProgress { batch: batch_number, epoch, loss, average_loss: summary.average_loss, rate, seconds, seen: net.seen });
         log.record(
             "batch",
             json!({"batch": batch_number, "epoch": epoch, "loss": loss, "avg_loss": summary.average_loss, "rate": rate, "seconds": seconds, "seen": net.seen}),
         )?;
+        if let Some(record) = epoch_tracker.after_batch(batch_number, loss, summary.average_loss, net.seen) {
+            log.record("epoch", record)?;
+        }
         if control.stop.is_some_and(|stop| stop.load(Ordering::SeqCst)) && step < steps {
             summary.interrupted = true;
             break;
         }
-        let checkpoint_due = control.checkpoint_every > 0 && batch_number % control.checkpoint_every == 0;
+        let checkpoint_due = control.checkpoint_every > 0 && batch_number.is_multiple_of(control.checkpoint_every);
         if checkpoint_due && step < steps {
             (control.checkpoint)(net)?;
         }
     }
+    progress.finish();
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Sums the losses of the current epoch and returns an `epoch` log record
+/// each time `seen` crosses a whole multiple of the training set's size.
+struct EpochTracker {
+    images: u64,
+    epoch: u64,
+    loss_sum: f64,
+    batches: usize,
+    started: Instant,
+}
+
+impl EpochTracker {
+    fn new(seen: u64, images: usize) -> EpochTracker {
+        let images = images.max(1) as u64;
+        EpochTracker { images, epoch: seen / images, loss_sum: 0.0, batches: 0, started: Instant::now() }
+    }
+
+    fn after_batch(&mut self, batch: usize, loss: f32, average_loss: f32, seen: u64) -> Option<serde_json::Value> {
+        self.loss_sum += loss as f64;
+        self.batches += 1;
+        let epoch = seen / self.images;
+        if epoch == self.epoch {
+            return None;
+        }
+        let record = json!({"epoch": epoch, "batch": batch, "seen": seen, "batches": self.batches,
+                            "mean_loss": self.loss_sum / self.batches as f64, "avg_loss": average_loss,
+                            "seconds": self.started.elapsed().as_secs_f64()});
+        *self = EpochTracker { images: self.images, epoch, loss_sum: 0.0, batches: 0, started: Instant::now() };
+        Some(record)
+    }
 }
 
 /// Set by the signal handler of `train_randseq`; read by the training loop.
@@ -402,6 +437,18 @@ pub fn run(data_path: &Path, cfg_path: &Path, weights: Option<&Path>, options: &
         json!({"weights": output, "batches": net.seen / batch, "seen": net.seen, "seconds": summary.seconds,
                "images_per_second": images_per_second, "loss": summary.last_loss, "avg_loss": summary.average_loss}),
     )?;
+    let chart = log.path().with_file_name(format!("{}_chart.png", setup.cfg.base_name()));
+    let title = format!("{} batches {}-{}", setup.cfg.base_name(), done + 1, net.seen / batch);
+    let drawn = read_last_run(log.path()).and_then(|points| write_training_chart(&points, &title, &chart));
+    let mut files = vec![output.clone()];
+    match drawn {
+        Ok(()) => {
+            eprintln!("Loss and learning rate chart: {}", chart.display());
+            files.push(chart);
+        }
+        Err(error) => eprintln!("warning: {error:#}"),
+    }
+    log.record("files", json!({"command": "train_randseq", "written": files}))?;
     Ok(())
 }
 

@@ -2,17 +2,20 @@
 //! (integer-only): one validation loop over a [`Classifier`].
 
 use super::Setup;
-use crate::cli::ValidOptions;
+use crate::cli::{Int8Options, ValidOptions};
 use crate::data::lists::read_image_list;
 use crate::data::loader::{check_channels, Dataset, UnreadablePolicy};
 use crate::formats::weights::load_weights;
 use crate::log::RunLog;
 use crate::network::Network;
 use crate::quant::int8_network::Int8Network;
+use crate::report::charts::{write_confusion_chart, ConfusionMatrix};
+use crate::report::progress::ValidProgress;
+use crate::report::quant_report::{layer_records, print_report, SaturationProbe};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Context of a failed write of results, e.g. into a closed pipe.
@@ -86,6 +89,7 @@ pub fn validate(model: &mut dyn Classifier, setup: &Setup, options: &ValidOption
     let mut input = vec![0.0f32; rows_max * inputs];
     let mut stdout = std::io::stdout().lock();
     let (mut top1, mut top_k) = (0usize, 0usize);
+    let progress = ValidProgress::new(data.len());
     for start in (0..data.len()).step_by(rows_max) {
         let rows = rows_max.min(data.len() - start);
         for r in 0..rows {
@@ -113,7 +117,9 @@ pub fn validate(model: &mut dyn Classifier, setup: &Setup, options: &ValidOption
             }
             per_image(&data.paths[start + r], truth, p);
         }
+        progress.advance(rows, top1, start + rows);
     }
+    progress.finish();
     let n = data.len();
     let accuracy = Accuracy {
         images: n,
@@ -159,13 +165,34 @@ pub fn run_fp32(data_path: &Path, cfg_path: &Path, weights: &Path, options: &Val
     let mut net = setup.build_network(VALID_BATCH, 0)?;
     super::train::check_classes(&net, &setup)?;
     load_weights(&mut net, weights, cfg_path)?;
-    let accuracy = validate(&mut net, &setup, options, |_, _, _| {})?;
+    let mut confusion = ConfusionMatrix::new(setup.data.classes);
+    let accuracy = validate(&mut net, &setup, options, |_, truth, p| confusion.add(truth, ranked(p)[0]))?;
     let mut log = RunLog::open(&setup.cfg.base_name())?;
-    finish(&accuracy, &mut log, "valid", json!({"mode": "fp32", "weights": weights, "data": data_path, "cfg": cfg_path}))
+    let chart = write_confusion(&setup, &confusion, &mut log, "", &format!("FP32 {}", weights.display()))?;
+    finish(&accuracy, &mut log, "valid", json!({"mode": "fp32", "weights": weights, "data": data_path, "cfg": cfg_path, "chart": chart}))
+}
+
+/// Draws `log/<cfg base>_confusion<suffix>.png` beside the log and logs the
+/// matrix. Returns the PNG's path, or `None` when drawing failed (reported
+/// on stderr, because the chart is secondary to the accuracy).
+fn write_confusion(setup: &Setup, confusion: &ConfusionMatrix, log: &mut RunLog, suffix: &str, title: &str) -> Result<Option<PathBuf>> {
+    let path = log.path().with_file_name(format!("{}_confusion{suffix}.png", setup.cfg.base_name()));
+    let rows: Vec<&[u64]> = confusion.counts.chunks(confusion.classes.max(1)).collect();
+    log.record("confusion", json!({"labels": setup.labels, "counts": rows, "chart": path}))?;
+    match write_confusion_chart(confusion, &setup.labels, title, &path) {
+        Ok(()) => {
+            eprintln!("Confusion matrix: {}", path.display());
+            Ok(Some(path))
+        }
+        Err(error) => {
+            eprintln!("warning: {error:#}");
+            Ok(None)
+        }
+    }
 }
 
 /// `classifier valid_int8 DATA CFG QWEIGHTS QPARAMS`.
-pub fn run_int8(data_path: &Path, cfg_path: &Path, qweights: &Path, qparams: &Path, options: &ValidOptions) -> Result<()> {
+pub fn run_int8(data_path: &Path, cfg_path: &Path, qweights: &Path, qparams: &Path, options: &ValidOptions, int8: &Int8Options) -> Result<()> {
     let setup = Setup::load(data_path, cfg_path)?;
     let mut net = Int8Network::load(&setup.cfg, qweights, qparams, VALID_BATCH)?;
     if net.outputs() != setup.data.classes {
@@ -180,9 +207,30 @@ pub fn run_int8(data_path: &Path, cfg_path: &Path, qweights: &Path, qparams: &Pa
     if net.clamped_biases > 0 {
         eprintln!("warning: {} int32 biases were clamped so the accumulators fit in int32", net.clamped_biases);
     }
-    let accuracy = validate(&mut net, &setup, options, |_, _, _| {})?;
+    let mut confusion = ConfusionMatrix::new(setup.data.classes);
+    let mut count = |_: &Path, truth: usize, p: &[f32]| confusion.add(truth, ranked(p)[0]);
+    let mut report = None;
+    let accuracy = if int8.report {
+        let mut probe = SaturationProbe::new(&mut net, setup.cfg.net.inputs);
+        let accuracy = validate(&mut probe, &setup, options, &mut count)?;
+        let layers = layer_records(&probe);
+        print_report(&mut std::io::stdout().lock(), &probe, &layers).context(STDOUT_FAILED)?;
+        report = Some(layers);
+        accuracy
+    } else {
+        validate(&mut net, &setup, options, &mut count)?
+    };
     let mut log = RunLog::open(&setup.cfg.base_name())?;
-    finish(&accuracy, &mut log, "valid", json!({"mode": "int8", "qweights": qweights, "qparams": qparams, "data": data_path, "cfg": cfg_path}))
+    if let Some(layers) = report {
+        log.record("quant_report", json!({"qweights": qweights, "qparams": qparams, "layers": layers}))?;
+    }
+    let chart = write_confusion(&setup, &confusion, &mut log, "_int8", &format!("INT8 {}", qweights.display()))?;
+    finish(
+        &accuracy,
+        &mut log,
+        "valid",
+        json!({"mode": "int8", "qweights": qweights, "qparams": qparams, "data": data_path, "cfg": cfg_path, "chart": chart}),
+    )
 }
 
 #[cfg(test)]
