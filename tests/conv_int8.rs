@@ -204,7 +204,8 @@ fn int8_conv_network_matches_reference() {
         // An input range below 0 puts Z1 well away from -128 and from 0, so
         // padding with anything but Z1 changes the result.
         let mut current = QuantParams::from_range(-0.7, 1.0);
-        assert!(current.zero_point != 0 && current.zero_point != -128);
+        assert_ne!(current.zero_point, 0);
+        assert_ne!(current.zero_point, -128);
         let (mut c, mut h, mut w) = (case.channels, case.height, case.width);
         let mut layers = Vec::new();
         for line in case.layers {

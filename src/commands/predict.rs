@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The parameter files and the optional image of a predict command line,
-/// told apart by file kind: a `.qweights` file first means the INT8 path,
+/// distinguished by file kind: a `.qweights` file first means the INT8 path,
 /// followed by its `.qparams` file.
 #[derive(Debug, PartialEq)]
 pub struct PredictFiles {
@@ -74,7 +74,7 @@ fn print_prediction(out: &mut impl Write, path: &Path, probabilities: &[f32], la
 }
 
 /// `classifier predict DATA CFG WEIGHTS [IMAGE]` (or with QWEIGHTS QPARAMS).
-/// Without IMAGE it reads image paths from standard input, one per line; an
+/// Without IMAGE it reads image paths from standard input, one per line. An
 /// unreadable image is reported and the next line is read, and the command
 /// fails at the end when any image failed.
 pub fn run(data_path: &Path, cfg_path: &Path, files: &[PathBuf]) -> Result<()> {

@@ -298,7 +298,7 @@ impl EpochTracker {
 static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 
 /// Installs, once per process, a handler for SIGINT, SIGTERM and SIGHUP that
-/// asks the training loop to stop after the current batch. A second signal
+/// requests that the training loop stop after the current batch. A second signal
 /// ends the process at once with status 130; the checkpoint on disk is then
 /// the previous one, which the atomic writer keeps intact.
 fn install_stop_handler() -> Result<&'static AtomicBool> {

@@ -137,7 +137,7 @@ impl NetworkConfig {
         Ok(NetworkConfig { path: path.to_path_buf(), net, layers, warnings })
     }
 
-    /// The cfg file name without directory and extension (`cfg/mnist_fc4.cfg` -> `mnist_fc4`).
+    /// Returns the cfg file name without directory and extension (`cfg/mnist_fc4.cfg` -> `mnist_fc4`).
     pub fn base_name(&self) -> String {
         self.path
             .file_stem()

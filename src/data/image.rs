@@ -210,7 +210,9 @@ mod tests {
     fn color_round_trip_without_change_of_hue() {
         let mut px = [0.8, 0.4, 0.2];
         distort(&mut px, 1, Distortion { hue: 0.0, saturation: 1.0, exposure: 0.5 });
-        assert!((px[0] - 0.4).abs() < 1e-6 && (px[1] - 0.2).abs() < 1e-6 && (px[2] - 0.1).abs() < 1e-6, "{px:?}");
+        assert!((px[0] - 0.4).abs() < 1e-6, "{px:?}");
+        assert!((px[1] - 0.2).abs() < 1e-6, "{px:?}");
+        assert!((px[2] - 0.1).abs() < 1e-6, "{px:?}");
     }
 
     #[test]

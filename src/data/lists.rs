@@ -33,7 +33,7 @@ pub fn read_labels(path: &Path, classes: usize, data_path: &Path) -> Result<Vec<
     let labels = read_lines(path, "labels")?;
     if labels.len() != classes {
         bail!(
-            "labels file {} has {} labels but {} says classes = {}; make them agree",
+            "labels file {} has {} labels but {} sets classes = {}; make them agree",
             path.display(),
             labels.len(),
             data_path.display(),

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::thread::JoinHandle;
 
-/// What to do with a list entry that cannot be read or decoded.
+/// Policy for a list entry that cannot be read or decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnreadablePolicy {
     /// Stop with an error naming the file (training's default).
@@ -22,7 +22,7 @@ pub enum UnreadablePolicy {
     Skip,
 }
 
-/// Where the pixels of a [`Dataset`] come from.
+/// Source of the pixels of a [`Dataset`].
 enum Pixels {
     /// Every image decoded once at load time.
     Cached(Vec<Image8>),
@@ -164,7 +164,7 @@ impl SampleOrder {
         self.epoch = epoch;
     }
 
-    /// The image index of sample number `sample` (counting from 0 over all epochs).
+    /// Returns the image index of sample number `sample` (counting from 0 over all epochs).
     pub fn image_at(&mut self, sample: u64) -> usize {
         let epoch = (sample / self.count as u64) as usize;
         if epoch != self.epoch {

@@ -21,13 +21,13 @@ pub struct MatRef<'a> {
 }
 
 impl<'a> MatRef<'a> {
-    /// A dense row-major `rows x cols` matrix.
+    /// Views `data` as a dense row-major `rows x cols` matrix.
     pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
         assert!(data.len() >= rows * cols, "matrix buffer too small");
         MatRef { data, rows, cols, row_stride: cols, col_stride: 1 }
     }
 
-    /// The transpose, without copying.
+    /// Returns the transpose, without copying.
     pub fn t(self) -> Self {
         MatRef {
             data: self.data,

@@ -31,7 +31,7 @@ impl Activation {
         })
     }
 
-    /// The cfg name.
+    /// Returns the cfg name.
     pub fn name(self) -> &'static str {
         match self {
             Activation::Linear => "linear",
@@ -69,7 +69,7 @@ impl Activation {
         }
     }
 
-    /// The derivative at the point whose activated output is `y`.
+    /// Returns the derivative at the point whose activated output is `y`.
     #[inline]
     pub fn gradient(self, y: f32) -> f32 {
         match self {

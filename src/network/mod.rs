@@ -107,7 +107,7 @@ impl Network {
         }
     }
 
-    /// The last layer's output, `[batch][outputs]`.
+    /// Returns the last layer's output, `[batch][outputs]`.
     pub fn output(&self) -> &[f32] {
         self.layers.last().map(|l| l.output()).unwrap_or(&[])
     }

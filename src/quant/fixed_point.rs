@@ -36,15 +36,15 @@ pub fn quantize_multiplier(real: f32) -> FixedMultiplier {
     FixedMultiplier { multiplier: q as i32, shift }
 }
 
-/// The real multiplier `M = (S1 * S2) / S3`, in f32 as two operations.
+/// Computes the real multiplier `M = (S1 * S2) / S3` in f32, as two operations.
 pub fn real_multiplier(input_scale: f32, weight_scale: f32, output_scale: f32) -> f32 {
     (input_scale * weight_scale) / output_scale
 }
 
-/// `a * b / 2^31` rounded as gemmlowp does (ties of positive products up, of
-/// negative products toward zero), computed in i64 so it
-/// cannot overflow; the single overflowing case (`i32::MIN * i32::MIN`)
-/// saturates to `i32::MAX`.
+/// Computes `a * b / 2^31` rounded as gemmlowp does: ties of positive
+/// products go up, ties of negative products toward zero. The product is
+/// formed in i64 so it cannot overflow. The single overflowing result
+/// (`i32::MIN * i32::MIN`) saturates to `i32::MAX`.
 #[inline]
 pub fn rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
     if a == i32::MIN && b == i32::MIN {

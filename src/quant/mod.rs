@@ -21,7 +21,7 @@
 //! Expanding the product gives
 //! `Σ q1 q2 - Z2 Σ q1 - Z1 Σ q2 + K Z1 Z2`. The terms `Z1 Σ q2` and `K Z1 Z2`
 //! depend only on the weights, so they are folded with the bias into one
-//! constant per output at load time; only `Σ q1 q2` and `Z2 Σ q1` are
+//! constant per output at load time. Only `Σ q1 q2` and `Z2 Σ q1` are
 //! computed per input.
 //!
 //! `M` is a real number, but the integer path must not use floats. Any

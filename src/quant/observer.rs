@@ -12,13 +12,13 @@ pub struct RangeObserver {
     pub initialized: bool,
 }
 
-/// One EMA step of a range (workshop exercise `ema_cpu`):
+/// Moves a range one EMA step (workshop exercise `ema_cpu`):
 /// `min = min*s + batch_min*(1-s)`, the same for max.
 pub fn ema_update(min: f32, max: f32, batch_min: f32, batch_max: f32, smooth: f32) -> (f32, f32) {
     (min * smooth + batch_min * (1.0 - smooth), max * smooth + batch_max * (1.0 - smooth))
 }
 
-/// The EMA factor at QAT step `step` of `total`: fixed at `ema_smooth`, or
+/// Returns the EMA factor at QAT step `step` of `total`: fixed at `ema_smooth`, or
 /// with `ema_decay` growing linearly to `ema_convergence` at the last step.
 pub fn smoothing_at(ema_smooth: f32, ema_convergence: f32, ema_decay: bool, step: usize, total: usize) -> f32 {
     if !ema_decay || total <= 1 {

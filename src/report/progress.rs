@@ -57,7 +57,7 @@ impl TrainProgress {
                 bar.set_position(p.batch as u64);
             }
             None => {
-                // One write per line, so a reader of a pipe never sees half a line.
+                // One write per line, so a reader of a pipe never reads half a line.
                 let line = format!(
                     "{}, {:.3}: {:.6}, {:.6} avg, {:.6} rate, {:.6} seconds, {} images\n",
                     p.batch, p.epoch, p.loss, p.average_loss, p.rate, p.seconds, p.seen

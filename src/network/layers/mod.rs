@@ -1,5 +1,5 @@
 //! One module per layer kind, each with the same verbs: forward, backward,
-//! update. Buffers are batch-major: row `b` of `output` holds image `b`'s
+//! update. Buffers are batch-major: row `b` of `output` contains image `b`'s
 //! `outputs()` values, channel-major (CHW) where the layer has a spatial shape.
 //!
 //! Deltas follow Darknet's sign: `delta = -dLoss/d(output)`, summed over the
@@ -36,7 +36,7 @@ impl Shape {
         self.len() == 0
     }
 
-    /// A flat vector of `n` values.
+    /// Returns the shape of a flat vector of `n` values.
     pub fn flat(n: usize) -> Shape {
         Shape { c: n, h: 1, w: 1 }
     }
@@ -61,7 +61,7 @@ pub struct UpdateArgs {
 
 /// A layer of the FP32 network.
 pub trait Layer: Send {
-    /// The cfg section name, for messages.
+    /// Returns the cfg section name, for messages.
     fn kind(&self) -> &'static str;
 
     fn input_shape(&self) -> Shape;
@@ -106,7 +106,7 @@ pub trait Layer: Send {
         None
     }
 
-    /// The activation applied to the output, for layers that have one.
+    /// Returns the activation applied to the output, for layers that have one.
     fn activation(&self) -> Option<Activation> {
         None
     }

@@ -21,7 +21,7 @@ impl BatchNorm {
     }
 }
 
-/// How the weights are laid out, which fixes the order of fields in `.weights`.
+/// Weight layout of a layer, which also fixes the order of fields in `.weights`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParamLayout {
     /// `weights[outputs][inputs]`; file order: biases, weights, batch norm.
@@ -49,9 +49,9 @@ impl ParamLayout {
 }
 
 /// Master FP32 parameters. During QAT `forward_weights` contains the
-/// fake-quantized copy that forward and backward use (for a batch-normalized
-/// convolution, the copy of the weights folded with the batch norm); the
-/// gradients still update the masters (the straight-through estimator).
+/// fake-quantized copy that forward and backward use. For a batch-normalized
+/// convolution it is the copy of the weights folded with the batch norm.
+/// The gradients still update the masters (the straight-through estimator).
 #[derive(Debug, Clone)]
 pub struct Params {
     pub layout: ParamLayout,
@@ -78,8 +78,8 @@ impl Params {
         }
     }
 
-    /// The weights the forward pass uses: the fake-quantized copy during QAT,
-    /// the masters otherwise.
+    /// Returns the weights the forward pass uses: the fake-quantized copy
+    /// during QAT, the masters otherwise.
     pub fn effective_weights(&self) -> &[f32] {
         self.forward_weights.as_deref().unwrap_or(&self.weights)
     }
