@@ -4,29 +4,11 @@
 //! the charts checked as PNG files.
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-fn mnist10k() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mnist10k");
-    if dir.join("train-images-idx3-ubyte.gz").exists() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: mnist10k not found at {}", dir.display());
-        None
-    }
-}
+mod common;
 
-fn darknet(dir: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_darknet")).args(args).current_dir(dir).output().unwrap();
-    assert!(
-        out.status.success(),
-        "darknet {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use common::{darknet_in, mnist10k};
 
 const CFG: &str = "[net]
 batch=32
@@ -82,7 +64,7 @@ fn log_records_follow_schema() {
     let dir = std::env::temp_dir().join(format!("darknet-log-schema-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    darknet(&dir, &["data", "import-idx", source.to_str().unwrap(), "mnist", "--limit", "300"]);
+    darknet_in(&dir, &["data", "import-idx", source.to_str().unwrap(), "mnist", "--limit", "300"]);
     std::fs::write(dir.join("tiny.cfg"), CFG).unwrap();
     std::fs::write(
         dir.join("mnist.data"),
@@ -90,10 +72,10 @@ fn log_records_follow_schema() {
     )
     .unwrap();
 
-    darknet(&dir, &["classifier", "train_randseq", "mnist.data", "tiny.cfg"]);
-    darknet(&dir, &["classifier", "valid", "mnist.data", "tiny.cfg", "backup/tiny.weights"]);
-    darknet(&dir, &["classifier", "qat_int8", "mnist.data", "tiny.cfg", "backup/tiny.weights"]);
-    let report = darknet(
+    darknet_in(&dir, &["classifier", "train_randseq", "mnist.data", "tiny.cfg"]);
+    darknet_in(&dir, &["classifier", "valid", "mnist.data", "tiny.cfg", "backup/tiny.weights"]);
+    darknet_in(&dir, &["classifier", "qat_int8", "mnist.data", "tiny.cfg", "backup/tiny.weights"]);
+    let report = darknet_in(
         &dir,
         &["classifier", "valid_int8", "mnist.data", "tiny.cfg", "backup/tiny.qat.int8.qweights", "backup/tiny.qat.int8.qparams", "--report"],
     );

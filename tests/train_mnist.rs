@@ -2,37 +2,9 @@
 //! train a small network with the real binary, validate it in FP32, run QAT,
 //! and validate the INT8 files in both command forms.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn mnist10k() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mnist10k");
-    if dir.join("train-images-idx3-ubyte.gz").exists() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: mnist10k not found at {}", dir.display());
-        None
-    }
-}
-
-fn darknet(dir: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_darknet")).args(args).current_dir(dir).output().unwrap();
-    assert!(
-        out.status.success(),
-        "darknet {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// Parses `N: top 1: F, top K: F, S seconds` from the last stdout line.
-fn top1(out: &Output) -> f64 {
-    let text = String::from_utf8_lossy(&out.stdout);
-    let last = text.lines().last().unwrap_or_default().to_string();
-    let after = last.split("top 1: ").nth(1).unwrap_or_else(|| panic!("no summary in {last:?}"));
-    after.split(',').next().unwrap().trim().parse().unwrap()
-}
+use common::{darknet_in, mnist10k, top1};
 
 const CFG: &str = "[net]
 batch=32
@@ -67,7 +39,7 @@ fn small_mlp_trains_and_quantizes() {
     let dir = std::env::temp_dir().join(format!("darknet-train-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    darknet(&dir, &["data", "import-idx", source.to_str().unwrap(), "mnist", "--limit", "1000"]);
+    darknet_in(&dir, &["data", "import-idx", source.to_str().unwrap(), "mnist", "--limit", "1000"]);
     std::fs::write(dir.join("small.cfg"), CFG).unwrap();
     std::fs::write(
         dir.join("mnist.data"),
@@ -75,19 +47,19 @@ fn small_mlp_trains_and_quantizes() {
     )
     .unwrap();
 
-    darknet(&dir, &["classifier", "train_randseq", "mnist.data", "small.cfg"]);
+    darknet_in(&dir, &["classifier", "train_randseq", "mnist.data", "small.cfg"]);
     let weights = dir.join("backup/small.weights");
     assert_eq!(std::fs::metadata(&weights).unwrap().len(), 20 + 4 * (64 + 64 * 2352 + 10 + 10 * 64));
-    let fp32 = top1(&darknet(&dir, &["classifier", "valid", "mnist.data", "small.cfg", "backup/small.weights"]));
+    let fp32 = top1(&darknet_in(&dir, &["classifier", "valid", "mnist.data", "small.cfg", "backup/small.weights"]));
     assert!(fp32 > 0.85, "held-out top-1 {fp32}");
 
-    darknet(&dir, &["classifier", "qat_int8", "mnist.data", "small.cfg", "backup/small.weights"]);
-    let after_qat = top1(&darknet(&dir, &["classifier", "valid", "mnist.data", "small.cfg", "backup/small.qat.int8.weights"]));
-    let int8 = top1(&darknet(
+    darknet_in(&dir, &["classifier", "qat_int8", "mnist.data", "small.cfg", "backup/small.weights"]);
+    let after_qat = top1(&darknet_in(&dir, &["classifier", "valid", "mnist.data", "small.cfg", "backup/small.qat.int8.weights"]));
+    let int8 = top1(&darknet_in(
         &dir,
         &["classifier", "qat_int8", "mnist.data", "small.cfg", "backup/small.qat.int8.qweights", "backup/small.qat.int8.qparams"],
     ));
-    let alias = top1(&darknet(
+    let alias = top1(&darknet_in(
         &dir,
         &["classifier", "valid_int8", "mnist.data", "small.cfg", "backup/small.qat.int8.qweights", "backup/small.qat.int8.qparams"],
     ));

@@ -220,3 +220,22 @@ pub fn seen_of(path: &Path) -> u64 {
     let bytes = fs::read(path).unwrap();
     u64::from_le_bytes(bytes[12..20].try_into().unwrap())
 }
+
+/// Returns the mnist10k IDX folder beside the repository, or prints a skip
+/// message and returns `None` when it is missing.
+pub fn mnist10k() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mnist10k");
+    if dir.join("train-images-idx3-ubyte.gz").exists() {
+        Some(dir)
+    } else {
+        eprintln!("skipped: mnist10k not found at {}", dir.display());
+        None
+    }
+}
+
+/// Runs the binary with `args` inside `dir` and asserts that it succeeded.
+pub fn darknet_in(dir: &Path, args: &[&str]) -> Output {
+    let out = Command::new(BINARY).args(args).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "darknet {args:?} failed:\n{}\n{}", stdout(&out), stderr(&out));
+    out
+}
