@@ -32,6 +32,11 @@ Options:
   --fp32-bench NAME   criterion bench (benches/NAME.rs) with the FP32 forward
                       pass at batch 128 (default train_step)
   --fp32-id ID        criterion id of that forward pass (default mlp_fp32/forward_b128)
+  --numpy-anchor      after each train_randseq run, time the 11 GEMMs of one
+                      training step with numpy/OpenBLAS on 2 threads
+                      (scripts/anchors/numpy_mlp_step.py), and print the
+                      ratio of the two medians; makes the anchors' venv on
+                      first use (ANCHORS_VENV, default /tmp/darknet-anchors-venv)
   --keep              keep the temporary folder and print its path
   -h, --help          print this help
 
@@ -48,6 +53,7 @@ BINARY=./darknet
 BUILD=0
 CRITERION=1
 KEEP=0
+NUMPY_ANCHOR=0
 # benches/train_step.rs times the FP32 forward pass of the workshop network
 # as mlp_fp32/forward_b128 and mlp_fp32/forward_b1, and a whole training step
 # as mlp_fp32/train_step_b128. Without that bench, fp32_fwd_img_s is nan.
@@ -69,6 +75,7 @@ while [ $# -gt 0 ]; do
         --fp32-bench) FP32_BENCH=${2:?--fp32-bench needs a bench name}; FP32_B1_ID=""; TRAIN_STEP_ID=""; shift 2 ;;
         --fp32-id) FP32_ID=${2:?--fp32-id needs a criterion id}; FP32_B1_ID=""; TRAIN_STEP_ID=""; shift 2 ;;
         --keep) KEEP=1; shift ;;
+        --numpy-anchor) NUMPY_ANCHOR=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "error: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -87,6 +94,9 @@ for file in "$DATA" "$CFG" "$WEIGHTS"; do
 done
 [ -x /usr/bin/time ] || fail "/usr/bin/time not found: install GNU time (apt-get install time)"
 
+if [ "$NUMPY_ANCHOR" = 1 ]; then
+    ANCHOR_PYTHON=$(bash scripts/anchors/venv.sh) || fail "could not make the anchors' venv (see above)"
+fi
 if [ "$BUILD" = 1 ]; then
     cargo build --release >&2
 fi
@@ -211,7 +221,7 @@ echo
 
 # --- train_randseq ------------------------------------------------------------
 
-declare -a train_rate train_wall train_rss
+declare -a train_rate train_wall train_rss numpy_rate
 for run in $(seq "$TRAIN_RUNS"); do
     echo "train_randseq run $run/$TRAIN_RUNS ($MAX_BATCHES batches of $BATCH)..." >&2
     rm -f "$WORK/backup/$BASE.weights"
@@ -220,10 +230,24 @@ for run in $(seq "$TRAIN_RUNS"); do
     train_wall+=("$WALL")
     train_rss+=("$RSS_KB")
     train_rate+=("$(ratio "$TRAIN_IMAGES" "$WALL")")
+    if [ "$NUMPY_ANCHOR" = 1 ]; then
+        # Right after each run, so both see the same machine. The variables
+        # that pin an older OpenBLAS kernel are unset, as in scripts/anchors/run.sh.
+        env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$ANCHOR_PYTHON" scripts/anchors/numpy_mlp_step.py \
+            --threads 2 --repeats 200 > "$WORK/numpy$run.out" 2>&1 || fail "numpy_mlp_step.py failed: see $WORK/numpy$run.out"
+        numpy_rate+=("$(sed -n 's/^ANCHOR numpy_step threads=2 .*img_s=\([0-9.]*\).*/\1/p' "$WORK/numpy$run.out")")
+        [ -n "${numpy_rate[-1]}" ] || fail "no ANCHOR line in $WORK/numpy$run.out"
+    fi
 done
 TRAIN_IMG_S=$(median "${train_rate[@]}")
-printf 'train_randseq  %s runs: median %s images/s, %s s wall, peak RSS %s MiB (%d images per run)\n' \
-    "$TRAIN_RUNS" "$TRAIN_IMG_S" "$(median "${train_wall[@]}")" "$(mib "$(median "${train_rss[@]}")")" "$TRAIN_IMAGES"
+printf 'train_randseq  %s runs: median %s images/s, %s s wall, peak RSS %s MiB (%d images per run; each: %s)\n' \
+    "$TRAIN_RUNS" "$TRAIN_IMG_S" "$(median "${train_wall[@]}")" "$(mib "$(median "${train_rss[@]}")")" "$TRAIN_IMAGES" "${train_rate[*]}"
+if [ "$NUMPY_ANCHOR" = 1 ]; then
+    NUMPY_IMG_S=$(median "${numpy_rate[@]}")
+    printf 'numpy anchor   %s runs, interleaved: median %s images/s (GEMMs only, 2 threads; each: %s)\n' \
+        "$TRAIN_RUNS" "$NUMPY_IMG_S" "${numpy_rate[*]}"
+    printf 'train_randseq / numpy anchor: %s\n' "$(awk -v a="$TRAIN_IMG_S" -v b="$NUMPY_IMG_S" 'BEGIN { printf "%.2f", a / b }')"
+fi
 
 # --- valid (FP32) -------------------------------------------------------------
 

@@ -9,14 +9,8 @@
 # folder that onnx_mlp.py removes.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-VENV=${ANCHORS_VENV:-/tmp/darknet-anchors-venv}
-PYTHON="$VENV/bin/python"
 
-if [ ! -x "$PYTHON" ]; then
-    echo "making $VENV and installing $HERE/requirements.txt..." >&2
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet -r "$HERE/requirements.txt"
-fi
+PYTHON=$(bash "$HERE/venv.sh")
 
 LOG=$(mktemp "${TMPDIR:-/tmp}/anchors.XXXXXX")
 trap 'rm -f "$LOG"' EXIT

@@ -83,85 +83,40 @@ impl LoopControl<'_> {
 
 const DIVERGENCE_FIX: &str = "Lower learning_rate or add burn_in in the [net] section of the cfg";
 
-/// A copy of the parameters that `.weights` stores, taken after the last
-/// update that left all of them finite, so a diverged run can still save the
-/// last good weights. Two buffers alternate: the new copy is checked while
-/// it is written, and replaces the old one only when it is finite.
+/// A copy of the batch-norm statistics, which the forward pass of training
+/// changes before the update is checked, taken after the last good update.
+/// The other parameters need no copy: [`Network::update_if_finite`] leaves
+/// them untouched when a step would make them non-finite.
 struct LastGood {
-    current: Vec<Vec<f32>>,
-    spare: Vec<Vec<f32>>,
-    seen: u64,
-}
-
-/// Returns the parameter slices of `net` that `.weights` stores, in file order.
-fn stored_slices(net: &Network) -> Vec<&[f32]> {
-    let mut slices: Vec<&[f32]> = Vec::new();
-    for p in net.layers.iter().filter_map(|l| l.params()) {
-        slices.push(&p.biases);
-        slices.push(&p.weights);
-        if let Some(bn) = &p.batch_norm {
-            slices.extend([bn.scales.as_slice(), &bn.rolling_mean, &bn.rolling_variance]);
-        }
-    }
-    slices
-}
-
-/// Copies `source` into `target` and returns true when every value is finite.
-fn copy_checking_finite(target: &mut [f32], source: &[f32]) -> bool {
-    // `x * 0.0` is 0 for finite `x` and NaN otherwise; eight independent
-    // sums let the compiler vectorize the loop.
-    let mut sums = [0.0f32; 8];
-    let mut target_chunks = target.chunks_exact_mut(8);
-    let mut source_chunks = source.chunks_exact(8);
-    for (t, s) in (&mut target_chunks).zip(&mut source_chunks) {
-        t.copy_from_slice(s);
-        for lane in 0..8 {
-            sums[lane] += s[lane] * 0.0;
-        }
-    }
-    let mut tail_finite = true;
-    for (t, &s) in target_chunks.into_remainder().iter_mut().zip(source_chunks.remainder()) {
-        *t = s;
-        tail_finite &= s.is_finite();
-    }
-    tail_finite && sums.iter().all(|&v| v == 0.0)
+    rolling: Vec<(Vec<f32>, Vec<f32>)>,
 }
 
 impl LastGood {
     fn capture(net: &Network) -> LastGood {
-        let current: Vec<Vec<f32>> = stored_slices(net).into_iter().map(<[f32]>::to_vec).collect();
-        let spare = current.clone();
-        LastGood { current, spare, seen: net.seen }
+        let rolling = net
+            .layers
+            .iter()
+            .filter_map(|l| l.params()?.batch_norm.as_ref())
+            .map(|bn| (bn.rolling_mean.clone(), bn.rolling_variance.clone()))
+            .collect();
+        LastGood { rolling }
     }
 
-    /// Copies the parameters of `net` when all are finite; returns false,
-    /// keeping the previous copy, when one is not.
-    fn store(&mut self, net: &Network) -> bool {
-        let mut finite = true;
-        for (target, source) in self.spare.iter_mut().zip(stored_slices(net)) {
-            finite &= copy_checking_finite(target, source);
+    fn store(&mut self, net: &Network) {
+        let current = net.layers.iter().filter_map(|l| l.params()?.batch_norm.as_ref());
+        for ((mean, variance), bn) in self.rolling.iter_mut().zip(current) {
+            mean.copy_from_slice(&bn.rolling_mean);
+            variance.copy_from_slice(&bn.rolling_variance);
         }
-        if finite {
-            std::mem::swap(&mut self.current, &mut self.spare);
-            self.seen = net.seen;
-        }
-        finite
     }
 
-    /// Puts the last finite parameters and their `seen` back into `net`.
+    /// Puts the statistics of the last good update back into `net`.
     fn restore(&self, net: &mut Network) {
-        let mut copies = self.current.iter();
-        for layer in net.layers.iter_mut() {
-            let Some(p) = layer.params_mut() else { continue };
-            let mut targets: Vec<&mut Vec<f32>> = vec![&mut p.biases, &mut p.weights];
-            if let Some(bn) = p.batch_norm.as_mut() {
-                targets.extend([&mut bn.scales, &mut bn.rolling_mean, &mut bn.rolling_variance]);
-            }
-            for (target, copy) in targets.into_iter().zip(&mut copies) {
-                target.copy_from_slice(copy);
-            }
+        let current = net.layers.iter_mut().filter_map(|l| l.params_mut()?.batch_norm.as_mut());
+        for ((mean, variance), bn) in self.rolling.iter().zip(current) {
+            bn.rolling_mean.copy_from_slice(mean);
+            bn.rolling_variance.copy_from_slice(variance);
         }
-        net.seen = self.seen;
     }
 }
 
@@ -224,17 +179,17 @@ pub fn train_loop(
             let options = net.options.clone();
             current_rate(&options, batch_num, || net.rng().gen::<f32>())
         };
-        net.update(&UpdateArgs { learning_rate: rate, momentum: options.momentum, decay: options.decay, batch });
-        net.seen += batch as u64;
         // The softmax loss saturates instead of becoming infinite, so weights
         // that overflow show only here.
-        if !last_good.store(net) {
+        if !net.update_if_finite(&UpdateArgs { learning_rate: rate, momentum: options.momentum, decay: options.decay, batch }) {
             last_good.restore(net);
             bail!(
-                "the update of batch {batch_number} (loss {loss}) made some weights NaN or infinite, so training stopped; the weights are those after batch {}. {DIVERGENCE_FIX}",
+                "the update of batch {batch_number} (loss {loss}) would make some weights NaN or infinite, so training stopped; the weights are those after batch {}. {DIVERGENCE_FIX}",
                 net.seen / batch as u64
             );
         }
+        last_good.store(net);
+        net.seen += batch as u64;
         summary.average_loss = if summary.average_loss < 0.0 { loss } else { 0.9 * summary.average_loss + 0.1 * loss };
         summary.last_loss = loss;
         summary.batches = step;

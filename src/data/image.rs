@@ -154,6 +154,35 @@ pub fn distort(chw: &mut [f32], plane: usize, d: Distortion) {
     }
 }
 
+/// [`to_chw`] followed by [`distort`], with the same result, and a short
+/// path for a crop whose pixels are all gray (as in MNIST): there only the
+/// exposure acts, so one plane is computed and copied to the other two.
+pub fn to_chw_distorted(img: &Image8, height: usize, width: usize, offset: Option<(usize, usize)>, d: Distortion, out: &mut [f32]) {
+    let plane = height * width;
+    let crops = img.width >= width && img.height >= height;
+    if img.channels == 3 && crops && out.len() == 3 * plane {
+        let (dy, dx) = offset.unwrap_or(((img.height - height) / 2, (img.width - width) / 2));
+        let row_bytes = img.width * 3;
+        let window = |y: usize| &img.pixels[(y + dy) * row_bytes + dx * 3..(y + dy) * row_bytes + (dx + width) * 3];
+        let gray = (0..height).all(|y| window(y).chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]));
+        if gray {
+            let (first, rest) = out.split_at_mut(plane);
+            for (y, row) in first.chunks_exact_mut(width).enumerate() {
+                for (o, p) in row.iter_mut().zip(window(y).chunks_exact(3)) {
+                    // The same operations as to_chw, then distort's gray case.
+                    let v = p[0] as f32 / 255.0;
+                    *o = if d.is_identity() { v } else { (v * d.exposure).clamp(0.0, 1.0) };
+                }
+            }
+            rest[..plane].copy_from_slice(first);
+            rest[plane..].copy_from_slice(first);
+            return;
+        }
+    }
+    to_chw(img, height, width, offset, out);
+    distort(out, plane, d);
+}
+
 fn hsv_to_rgb(h: f32, s: f32, v: f32) -> (f32, f32, f32) {
     let h6 = h * 6.0;
     let sector = (h6.floor() as i32).rem_euclid(6);
@@ -221,6 +250,31 @@ mod tests {
         for _ in 0..100 {
             let s = rand_scale(&mut rng, 0.75);
             assert!((0.75..=1.0 / 0.75).contains(&s), "{s}");
+        }
+    }
+
+    #[test]
+    fn gray_shortcut_equals_to_chw_then_distort() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        // 6x5 RGB images: all gray, and gray but for one colored pixel
+        // inside the crop; crops at the center and at an offset.
+        let gray: Vec<u8> = (0..30).flat_map(|i| [(i * 37 % 256) as u8; 3]).collect();
+        let mut colored = gray.clone();
+        colored[(2 * 5 + 2) * 3] = 200;
+        for pixels in [gray, colored] {
+            let img = Image8 { width: 5, height: 6, channels: 3, pixels };
+            for offset in [None, Some((1, 0)), Some((2, 1))] {
+                for _ in 0..20 {
+                    let d = Distortion::random(&mut rng, 0.1, 0.75, 0.75);
+                    let mut expected = vec![0.0; 3 * 16];
+                    to_chw(&img, 4, 4, offset, &mut expected);
+                    distort(&mut expected, 16, d);
+                    let mut got = vec![0.0; 3 * 16];
+                    to_chw_distorted(&img, 4, 4, offset, d, &mut got);
+                    assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), expected.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+                }
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 //! of training (shuffled epochs, augmentation, prepared on another thread)
 //! and validation (in list order).
 
-use super::image::{distort, load_image, to_chw, Distortion, Image8};
+use super::image::{load_image, to_chw, to_chw_distorted, Distortion, Image8};
 use super::lists::label_of;
 use crate::config::cfg::NetOptions;
 use anyhow::{bail, Result};
@@ -193,7 +193,6 @@ pub fn make_batch(data: &Dataset, order: &mut SampleOrder, options: &NetOptions,
     // One generator per batch, from the seed and the batch position, so the
     // augmentation does not depend on threads or on where a run resumed.
     let mut rng = StdRng::seed_from_u64(seed.wrapping_add(first_sample.wrapping_mul(0x2545_f491_4f6c_dd1d)));
-    let plane = options.height * options.width;
     for r in 0..rows {
         let index = order.image_at(first_sample + r as u64);
         let img = data.image(index)?;
@@ -203,9 +202,8 @@ pub fn make_batch(data: &Dataset, order: &mut SampleOrder, options: &NetOptions,
         } else {
             None
         };
-        to_chw(&img, options.height, options.width, offset, out);
         let d = Distortion::random(&mut rng, options.hue, options.saturation, options.exposure);
-        distort(out, plane, d);
+        to_chw_distorted(&img, options.height, options.width, offset, d, out);
         truth[r * classes + data.labels[index]] = 1.0;
     }
     Ok(Batch { first_sample, rows, input, truth })

@@ -145,6 +145,22 @@ impl Network {
         }
     }
 
+    /// Applies [`Network::update`] only when it would leave every parameter,
+    /// update and batch-norm statistic finite; otherwise changes nothing and
+    /// returns false. The check reads the parameters once more, on all threads,
+    /// which costs far less than keeping a copy of them.
+    pub fn update_if_finite(&mut self, args: &UpdateArgs) -> bool {
+        let finite = self
+            .layers
+            .iter()
+            .filter_map(|l| l.params())
+            .all(|p| p.sgd_update_stays_finite(args.learning_rate, args.momentum, args.decay, args.batch));
+        if finite {
+            self.update(args);
+        }
+        finite
+    }
+
     /// One forward and backward pass over a mini-batch in training mode;
     /// returns the summed loss. Gradients accumulate until [`Network::update`].
     pub fn train_pass(&mut self, input: &[f32], truth: &[f32], batch: usize, hook: &mut LayerHook) -> f32 {

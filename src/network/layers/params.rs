@@ -86,39 +86,110 @@ impl Params {
 
     /// Darknet's SGD step. `*_updates` hold summed negative gradients.
     pub fn sgd_update(&mut self, lr: f32, momentum: f32, decay: f32, batch: usize) {
-        let step = lr / batch as f32;
-        for (b, u) in self.biases.iter_mut().zip(self.bias_updates.iter_mut()) {
-            *b += step * *u;
-            *u *= momentum;
-        }
+        let sgd = Sgd::new(lr, momentum, decay, batch);
+        apply(&mut self.biases, &mut self.bias_updates, |v, u| sgd.plain(v, u));
         if let Some(bn) = self.batch_norm.as_mut() {
-            for (s, u) in bn.scales.iter_mut().zip(bn.scale_updates.iter_mut()) {
-                *s += step * *u;
-                *u *= momentum;
-            }
+            apply(&mut bn.scales, &mut bn.scale_updates, |v, u| sgd.plain(v, u));
         }
-        let decay_term = -decay * batch as f32;
-        let update = |weights: &mut [f32], updates: &mut [f32]| {
-            for (w, u) in weights.iter_mut().zip(updates.iter_mut()) {
-                *u += decay_term * *w;
-                *w += step * *u;
-                *u *= momentum;
-            }
-        };
         // The pass is bound by memory bandwidth; large layers split it over
         // the thread pool. Each element is independent, so the result does
         // not depend on the split.
-        const CHUNK: usize = 1 << 16;
-        if self.weights.len() >= 4 * CHUNK {
+        if self.weights.len() >= PARALLEL_MIN {
             use rayon::prelude::*;
             self.weights
                 .par_chunks_mut(CHUNK)
                 .zip(self.weight_updates.par_chunks_mut(CHUNK))
-                .for_each(|(w, u)| update(w, u));
+                .for_each(|(w, u)| apply(w, u, |v, u| sgd.decayed(v, u)));
         } else {
-            update(&mut self.weights, &mut self.weight_updates);
+            apply(&mut self.weights, &mut self.weight_updates, |v, u| sgd.decayed(v, u));
         }
     }
+
+    /// True when [`Params::sgd_update`] with these arguments would leave
+    /// every parameter and update finite, and the batch-norm statistics are
+    /// finite now. Reads only, with the same arithmetic as the update, so a
+    /// caller can refuse a diverging step before anything changes.
+    pub fn sgd_update_stays_finite(&self, lr: f32, momentum: f32, decay: f32, batch: usize) -> bool {
+        let sgd = Sgd::new(lr, momentum, decay, batch);
+        let mut finite = stays_finite(&self.biases, &self.bias_updates, |v, u| sgd.plain(v, u));
+        if let Some(bn) = &self.batch_norm {
+            finite &= stays_finite(&bn.scales, &bn.scale_updates, |v, u| sgd.plain(v, u));
+            finite &= stays_finite(&bn.rolling_mean, &bn.rolling_variance, |m, v| (m, v));
+        }
+        if !finite {
+            return false;
+        }
+        if self.weights.len() >= PARALLEL_MIN {
+            use rayon::prelude::*;
+            self.weights
+                .par_chunks(CHUNK)
+                .zip(self.weight_updates.par_chunks(CHUNK))
+                .all(|(w, u)| stays_finite(w, u, |v, u| sgd.decayed(v, u)))
+        } else {
+            stays_finite(&self.weights, &self.weight_updates, |v, u| sgd.decayed(v, u))
+        }
+    }
+}
+
+/// Elements per task when a layer's weights are split over the thread pool.
+const CHUNK: usize = 1 << 16;
+/// Layers with at least this many weights are split.
+const PARALLEL_MIN: usize = 4 * CHUNK;
+
+/// The arithmetic of one SGD step on one value and its accumulated update,
+/// shared by the update and by its finiteness check so that both agree to
+/// the bit.
+#[derive(Clone, Copy)]
+struct Sgd {
+    step: f32,
+    momentum: f32,
+    decay_term: f32,
+}
+
+impl Sgd {
+    fn new(lr: f32, momentum: f32, decay: f32, batch: usize) -> Sgd {
+        Sgd { step: lr / batch as f32, momentum, decay_term: -decay * batch as f32 }
+    }
+
+    /// Biases and batch-norm scales: no weight decay.
+    #[inline(always)]
+    fn plain(self, value: f32, update: f32) -> (f32, f32) {
+        (value + self.step * update, update * self.momentum)
+    }
+
+    /// Weights: the decay joins the update first.
+    #[inline(always)]
+    fn decayed(self, value: f32, update: f32) -> (f32, f32) {
+        let update = update + self.decay_term * value;
+        (value + self.step * update, update * self.momentum)
+    }
+}
+
+#[inline(always)]
+fn apply(values: &mut [f32], updates: &mut [f32], step: impl Fn(f32, f32) -> (f32, f32)) {
+    for (v, u) in values.iter_mut().zip(updates.iter_mut()) {
+        (*v, *u) = step(*v, *u);
+    }
+}
+
+/// True when `step` maps every pair to finite values. `x * 0.0` is zero for
+/// finite `x` and NaN otherwise; eight independent sums let the loop vectorize.
+#[inline(always)]
+fn stays_finite(values: &[f32], updates: &[f32], step: impl Fn(f32, f32) -> (f32, f32)) -> bool {
+    let mut sums = [0.0f32; 8];
+    let mut value_chunks = values.chunks_exact(8);
+    let mut update_chunks = updates.chunks_exact(8);
+    for (v, u) in (&mut value_chunks).zip(&mut update_chunks) {
+        for lane in 0..8 {
+            let (a, b) = step(v[lane], u[lane]);
+            sums[lane] += a * 0.0 + b * 0.0;
+        }
+    }
+    let tail = value_chunks.remainder().iter().zip(update_chunks.remainder()).all(|(&v, &u)| {
+        let (a, b) = step(v, u);
+        a.is_finite() && b.is_finite()
+    });
+    tail && sums.iter().all(|&s| s == 0.0)
 }
 
 #[cfg(test)]
@@ -139,5 +210,51 @@ mod tests {
         // biases have no decay: b = 1 + 0.05*(-2) = 0.9
         assert!((p.biases[0] - 0.9).abs() < 1e-6);
         assert!((p.bias_updates[0] + 1.8).abs() < 1e-6);
+    }
+
+    #[test]
+    fn finiteness_check_predicts_the_update() {
+        let mut p = Params::new(ParamLayout::Connected { inputs: 3, outputs: 3 }, true);
+        p.weights = vec![1.0, -2.0, 3.0, 0.5, 0.0, -0.5, 2.0, 2.0, 2.0];
+        p.weight_updates = vec![0.5; 9];
+        assert!(p.sgd_update_stays_finite(0.1, 0.9, 0.0005, 2));
+
+        // A finite update that overflows the weight: 3e38 + 1 * 1e38.
+        let mut q = p.clone();
+        q.weights[4] = 3e38;
+        q.weight_updates[4] = 1e38;
+        assert!(q.weights.iter().chain(&q.weight_updates).all(|v| v.is_finite()));
+        assert!(!q.sgd_update_stays_finite(1.0, 0.9, 0.0, 1));
+        let before = q.weights.clone();
+        assert!(!q.sgd_update_stays_finite(1.0, 0.9, 0.0, 1), "the check must not change anything");
+        assert_eq!(q.weights, before);
+        q.sgd_update(1.0, 0.9, 0.0, 1);
+        assert!(q.weights[4].is_infinite(), "the check and the update disagree");
+
+        // A NaN in a bias update, in a scale, and in the rolling variance.
+        let mut r = p.clone();
+        r.bias_updates[2] = f32::NAN;
+        assert!(!r.sgd_update_stays_finite(0.1, 0.9, 0.0, 2));
+        let mut r = p.clone();
+        r.batch_norm.as_mut().unwrap().scales[0] = f32::INFINITY;
+        assert!(!r.sgd_update_stays_finite(0.1, 0.9, 0.0, 2));
+        let mut r = p.clone();
+        r.batch_norm.as_mut().unwrap().rolling_variance[1] = f32::NAN;
+        assert!(!r.sgd_update_stays_finite(0.1, 0.9, 0.0, 2));
+    }
+
+    #[test]
+    fn threaded_check_sees_a_nan_in_any_chunk() {
+        // Large enough to be split over the thread pool; NaN in the tail
+        // (not a multiple of 8) and in a middle chunk.
+        let inputs = PARALLEL_MIN / 2 + 3;
+        let mut p = Params::new(ParamLayout::Connected { inputs, outputs: 2 }, false);
+        p.weight_updates.iter_mut().for_each(|u| *u = 0.25);
+        assert!(p.sgd_update_stays_finite(0.01, 0.9, 0.0005, 128));
+        for at in [p.weights.len() - 1, CHUNK + 5] {
+            let mut q = p.clone();
+            q.weight_updates[at] = f32::NAN;
+            assert!(!q.sgd_update_stays_finite(0.01, 0.9, 0.0005, 128), "NaN at {at} missed");
+        }
     }
 }
