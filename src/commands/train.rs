@@ -83,10 +83,10 @@ impl LoopControl<'_> {
 
 const DIVERGENCE_FIX: &str = "Lower learning_rate or add burn_in in the [net] section of the cfg";
 
-/// A copy of the batch-norm statistics, which the forward pass of training
-/// changes before the update is checked, taken after the last good update.
-/// The other parameters need no copy: [`Network::update_if_finite`] leaves
-/// them untouched when a step would make them non-finite.
+/// A copy of the batch-norm statistics from after the last good update.
+/// Training's forward pass changes them before the update is checked. The
+/// other parameters need no copy, because [`Network::update_if_finite`]
+/// leaves them untouched when a step would make them non-finite.
 struct LastGood {
     rolling: Vec<(Vec<f32>, Vec<f32>)>,
 }

@@ -147,8 +147,8 @@ impl Network {
 
     /// Applies [`Network::update`] only when it would leave every parameter,
     /// update and batch-norm statistic finite; otherwise changes nothing and
-    /// returns false. The check reads the parameters once more, on all threads,
-    /// which costs far less than keeping a copy of them.
+    /// returns false. The check reads the parameters once more on all threads,
+    /// which is cheaper than copying them after every update.
     pub fn update_if_finite(&mut self, args: &UpdateArgs) -> bool {
         let finite = self
             .layers

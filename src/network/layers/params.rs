@@ -107,8 +107,8 @@ impl Params {
 
     /// True when [`Params::sgd_update`] with these arguments would leave
     /// every parameter and update finite, and the batch-norm statistics are
-    /// finite now. Reads only, with the same arithmetic as the update, so a
-    /// caller can refuse a diverging step before anything changes.
+    /// finite now. It only reads, using the update's own arithmetic, so a
+    /// caller can reject a diverging step before anything changes.
     pub fn sgd_update_stays_finite(&self, lr: f32, momentum: f32, decay: f32, batch: usize) -> bool {
         let sgd = Sgd::new(lr, momentum, decay, batch);
         let mut finite = stays_finite(&self.biases, &self.bias_updates, |v, u| sgd.plain(v, u));
