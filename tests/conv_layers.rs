@@ -4,7 +4,7 @@
 //! folded as QAT runs it.
 
 use darknet::config::cfg::NetworkConfig;
-use darknet::network::layers::convolutional::fold_batch_norm;
+use darknet::network::layers::batch_norm::fold_batch_norm;
 use darknet::network::layers::Params;
 use darknet::network::Network;
 use rand::rngs::StdRng;
@@ -130,6 +130,13 @@ const NETWORK: &str = "[net]\nbatch=3\nheight=7\nwidth=6\nchannels=2\n\
 [connected]\noutput=3\nactivation=linear\n\
 [softmax]\n";
 
+/// Two batch-normalized connected layers, then a plain one, over 2x3x3 inputs.
+const CONNECTED_BN: &str = "[net]\nbatch=3\nheight=3\nwidth=3\nchannels=2\n\
+[connected]\noutput=5\nbatch_normalize=1\nactivation=leaky\n\
+[connected]\noutput=4\nbatch_normalize=1\nactivation=tanh\n\
+[connected]\noutput=3\nactivation=linear\n\
+[softmax]\n";
+
 /// Which parameter of a layer to perturb.
 #[derive(Clone, Copy, Debug)]
 enum Field {
@@ -175,9 +182,9 @@ fn loss(net: &mut Network, x: &[f32], truth: &[f32], batch: usize, folded: bool)
     net.apply_truth(truth, batch) as f64
 }
 
-fn check_gradients(folded: bool) {
+fn check_gradients(text: &str, folded: bool) {
     let batch = 3;
-    let mut net = build(NETWORK, batch);
+    let mut net = build(text, batch);
     let mut rng = StdRng::seed_from_u64(5);
     for layer in net.layers.iter_mut() {
         if let Some(p) = layer.params_mut() {
@@ -236,12 +243,22 @@ fn check_gradients(folded: bool) {
 
 #[test]
 fn network_gradients_batch_statistics() {
-    check_gradients(false);
+    check_gradients(NETWORK, false);
 }
 
 #[test]
 fn network_gradients_folded_batch_norm() {
-    check_gradients(true);
+    check_gradients(NETWORK, true);
+}
+
+#[test]
+fn connected_gradients_batch_statistics() {
+    check_gradients(CONNECTED_BN, false);
+}
+
+#[test]
+fn connected_gradients_folded_batch_norm() {
+    check_gradients(CONNECTED_BN, true);
 }
 
 #[test]

@@ -1,7 +1,7 @@
-//! QAT of a convolutional network with batch norm: the exported
-//! `.qweights`/`.qparams` (batch norm folded in) run by the integer-only
-//! network must reproduce the fake-quantized FP32 forward pass that QAT
-//! trained, up to the rounding the two paths do differently.
+//! QAT of networks with batch norm, convolutional and connected: the
+//! exported `.qweights`/`.qparams` (batch norm folded in) run by the
+//! integer-only network must reproduce the fake-quantized FP32 forward pass
+//! that QAT trained, up to the rounding the two paths do differently.
 
 use darknet::config::cfg::NetworkConfig;
 use darknet::formats::qfiles::{write_qparams, write_qweights};
@@ -20,10 +20,28 @@ const CFG: &str = "[net]\nbatch=8\nheight=10\nwidth=10\nchannels=3\n\
 [connected]\noutput=5\nactivation=linear\n\
 [softmax]\n";
 
+/// Batch-normalized connected layers over 3x4x4 inputs.
+const CONNECTED_CFG: &str = "[net]\nbatch=8\nheight=4\nwidth=4\nchannels=3\n\
+[connected]\noutput=12\nbatch_normalize=1\nactivation=relu\n\
+[connected]\noutput=5\nbatch_normalize=1\nactivation=linear\n\
+[softmax]\n";
+
 #[test]
-fn int8_reproduces_fake_quantized_forward() {
+fn conv_int8_reproduces_fake_quantized_forward() {
+    check_int8_against_qat(CFG, "conv");
+}
+
+#[test]
+fn connected_int8_reproduces_fake_quantized_forward() {
+    check_int8_against_qat(CONNECTED_CFG, "connected");
+}
+
+/// Runs two QAT steps on `text` (the last parameter layer has 5 outputs,
+/// followed by the softmax), exports, and compares the int8 network's
+/// output codes with the fake-quantized FP32 ones.
+fn check_int8_against_qat(text: &str, name: &str) {
     let batch = 8;
-    let cfg = NetworkConfig::parse(CFG, Path::new("qat.cfg")).unwrap();
+    let cfg = NetworkConfig::parse(text, Path::new("qat.cfg")).unwrap();
     let mut net = Network::build(&cfg, batch, 21).unwrap();
     let mut rng = StdRng::seed_from_u64(4);
     // Batch-norm statistics far from the identity, so folding matters.
@@ -57,7 +75,7 @@ fn int8_reproduces_fake_quantized_forward() {
     QatState::release(&mut net);
     let (qparams, qweights) = qat.export(&net).unwrap();
 
-    let dir = std::env::temp_dir().join(format!("darknet-conv-qat-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("darknet-{name}-qat-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (qw_path, qp_path) = (dir.join("qat.qweights"), dir.join("qat.qparams"));
     write_qweights(&qw_path, &qweights).unwrap();

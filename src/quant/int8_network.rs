@@ -148,10 +148,8 @@ fn plan(cfg: &NetworkConfig) -> Result<Plan> {
             Ok(())
         };
         match &entry.spec {
-            LayerSpec::Connected { output, activation, batch_normalize } => {
-                if *batch_normalize {
-                    bail!("{where_}: INT8 inference of batch_normalize=1 connected layers is not supported");
-                }
+            LayerSpec::Connected { output, activation, .. } => {
+                // Batch norm needs no check: QAT folded it into the .qweights.
                 check_activation(activation)?;
                 let layout = ParamLayout::Connected { inputs: shape.len(), outputs: *output };
                 planned.push(Planned::Params { layout, activation: *activation, geometry: None });

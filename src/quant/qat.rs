@@ -8,10 +8,10 @@
 //! stay untouched and receive the gradients, the straight-through estimator),
 //! and the input and each output are fake-quantized with their EMA ranges.
 //!
-//! A batch-normalized convolution is quantized in its folded form, because
-//! the int8 network has no batch norm: the copy holds the folded weights
-//! (see [`crate::network::layers::convolutional`]) and the export writes the
-//! folded weights and biases. Max pools need nothing, since a maximum of
+//! A batch-normalized layer ([connected] or [convolutional]) is quantized in
+//! its folded form, because the int8 network has no batch norm: the copy
+//! contains the folded weights (see [`crate::network::layers::batch_norm`]) and
+//! the export writes the folded weights and biases. Max pools need nothing, since a maximum of
 //! values on the int8 grid stays on it. An average pool's output is
 //! fake-quantized with its input's range, as the int8 network rounds it.
 
@@ -19,8 +19,8 @@ use super::affine::{fake_quantize, min_max, quantize_bias, QuantParams};
 use super::observer::{smoothing_at, RangeObserver};
 use crate::config::cfg::NetOptions;
 use crate::formats::qfiles::{LayerQParams, LayerQWeights};
-use crate::network::layers::convolutional::fold_batch_norm;
-use crate::network::layers::{Layer, ParamLayout};
+use crate::network::layers::batch_norm::fold_batch_norm;
+use crate::network::layers::Layer;
 use crate::network::Network;
 use anyhow::{bail, Result};
 
@@ -63,18 +63,13 @@ impl QatState {
         let mut shared_ranges = Vec::with_capacity(net.layers.len());
         let mut source = RangeSource::Input;
         for (i, layer) in net.layers.iter().enumerate() {
-            let Some(params) = layer.params() else {
+            if layer.params().is_none() {
                 outputs.push(None);
                 shared_ranges.push((layer.kind() == "avgpool").then_some(source));
                 continue;
-            };
+            }
             shared_ranges.push(None);
             source = RangeSource::Layer(i);
-            if params.batch_norm.is_some() && matches!(params.layout, ParamLayout::Connected { .. }) {
-                bail!(
-                    "layer {i} ([connected] with batch_normalize=1): QAT folds batch norm into [convolutional] layers only; train this [connected] layer without batch_normalize for INT8"
-                );
-            }
             let activation = layer.activation().expect("parameter layers have an activation");
             outputs.push(Some(RangeObserver::new(activation.is_non_negative())));
         }

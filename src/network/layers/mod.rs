@@ -6,6 +6,7 @@
 //! batch, so an update adds `rate / batch * delta`.
 
 pub mod avgpool;
+pub mod batch_norm;
 pub mod connected;
 pub mod convolutional;
 pub mod cost;
