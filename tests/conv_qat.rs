@@ -8,6 +8,8 @@ use darknet::formats::qfiles::{write_qparams, write_qweights};
 use darknet::network::Network;
 use darknet::quant::int8_network::Int8Network;
 use darknet::quant::qat::QatState;
+use darknet::commands::valid::Classifier;
+use darknet::report::quant_report::{Saturation, SaturationProbe};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::path::Path;
@@ -82,6 +84,7 @@ fn check_int8_against_qat(text: &str, name: &str) {
     write_qparams(&qp_path, &qparams).unwrap();
     let mut int8 = Int8Network::load(&cfg, &qw_path, &qp_path, batch).unwrap();
     int8.predict(&x, batch);
+    check_observed_stages(&mut int8, &x, batch);
 
     let output = qparams.last().unwrap().output;
     let mut total_steps = 0usize;
@@ -94,4 +97,39 @@ fn check_int8_against_qat(text: &str, name: &str) {
     // Most outputs agree exactly; rounding differences are rare.
     assert!(total_steps * 4 < batch * 5, "{total_steps} code steps of difference over {} outputs", batch * 5);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Checks that `predict_observed` shows the quantized input and every
+/// stage's output, the last equal to `last_q`, and that the saturation probe
+/// of `--report` counts each of them.
+fn check_observed_stages(int8: &mut Int8Network, x: &[f32], batch: usize) {
+    let last_q = int8.last_q.clone();
+    let lengths: Vec<usize> = int8.stages.iter().map(|s| s.output_len()).collect();
+    let mut observed: Vec<(Option<usize>, Vec<i8>)> = Vec::new();
+    int8.predict_observed(x, batch, &mut |stage, values| observed.push((stage, values.to_vec())));
+    assert_eq!(observed.len(), lengths.len() + 1);
+    assert_eq!(observed[0].0, None);
+    assert_eq!(observed[0].1.len(), x.len());
+    for (i, length) in lengths.iter().enumerate() {
+        assert_eq!(observed[i + 1].0, Some(i));
+        assert_eq!(observed[i + 1].1.len(), batch * length, "stage {i}");
+    }
+    let last = &observed.last().unwrap().1;
+    assert_eq!(last[..], last_q[..last.len()]);
+
+    let expected = |values: &[i8]| Saturation {
+        low: values.iter().filter(|&&v| v == i8::MIN).count() as u64,
+        high: values.iter().filter(|&&v| v == i8::MAX).count() as u64,
+        total: values.len() as u64,
+    };
+    let mut probe = SaturationProbe::new(int8);
+    probe.classify(x, batch);
+    assert_eq!(probe.input, expected(&observed[0].1));
+    assert_eq!(probe.stages.len(), lengths.len());
+    for (i, counts) in probe.stages.iter().enumerate() {
+        assert_eq!(*counts, expected(&observed[i + 1].1), "stage {i}");
+    }
+    // Some ReLU outputs are at their floor of -128, so the counts are not
+    // all zero.
+    assert!(probe.stages.iter().any(|c| c.low > 0));
 }

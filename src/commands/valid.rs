@@ -211,7 +211,7 @@ pub fn run_int8(data_path: &Path, cfg_path: &Path, qweights: &Path, qparams: &Pa
     let mut count = |_: &Path, truth: usize, p: &[f32]| confusion.add(truth, ranked(p)[0]);
     let mut report = None;
     let accuracy = if int8.report {
-        let mut probe = SaturationProbe::new(&mut net, setup.cfg.net.inputs);
+        let mut probe = SaturationProbe::new(&mut net);
         let accuracy = validate(&mut probe, &setup, options, &mut count)?;
         let layers = layer_records(&probe);
         print_report(&mut std::io::stdout().lock(), &probe, &layers).context(STDOUT_FAILED)?;

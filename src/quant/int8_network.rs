@@ -69,7 +69,7 @@ pub enum Stage {
 
 impl Stage {
     /// Values of one output row.
-    fn output_len(&self) -> usize {
+    pub fn output_len(&self) -> usize {
         match self {
             Stage::Connected(s) => s.weights.outputs,
             Stage::Convolutional { geometry, stage, .. } => stage.weights.outputs * geometry.positions(),
@@ -292,10 +292,18 @@ impl Int8Network {
     /// class probabilities `[rows][outputs]`; the int8 outputs of the last
     /// stage are left in [`Int8Network::last_q`].
     pub fn predict(&mut self, input: &[f32], rows: usize) -> &[f32] {
+        self.predict_observed(input, rows, &mut |_, _| {})
+    }
+
+    /// [`Int8Network::predict`], calling `observe` with the int8 values of
+    /// the quantized input (`None`) and then of each stage's output
+    /// (`Some(stage index)`), `[rows][values]` each.
+    pub fn predict_observed(&mut self, input: &[f32], rows: usize, observe: &mut dyn FnMut(Option<usize>, &[i8])) -> &[f32] {
         assert!(rows <= self.max_batch, "rows exceed the buffers");
         let mut width = self.inputs;
         quantize_input(&input[..rows * width], self.input_params, &mut self.buffer_a[..rows * width]);
-        for stage in &self.stages {
+        observe(None, &self.buffer_a[..rows * width]);
+        for (index, stage) in self.stages.iter().enumerate() {
             let n = stage.output_len();
             let (a, b) = (&self.buffer_a[..rows * width], &mut self.buffer_b[..rows * n]);
             match stage {
@@ -311,6 +319,7 @@ impl Int8Network {
                     *q = (*q).max(floor);
                 }
             }
+            observe(Some(index), b);
             std::mem::swap(&mut self.buffer_a, &mut self.buffer_b);
             width = n;
         }
