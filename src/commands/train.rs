@@ -156,7 +156,7 @@ pub fn train_loop(
             q.begin_step(step);
         }
         for _ in 0..options.subdivisions {
-            let mut mini = stream.next()?;
+            let mut mini = stream.next_batch()?;
             loss_sum += match qat.as_deref_mut() {
                 Some(q) => {
                     q.prepare(net, &mut mini.input);

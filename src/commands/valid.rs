@@ -85,7 +85,7 @@ pub fn validate(model: &mut dyn Classifier, setup: &Setup, options: &ValidOption
     let k = setup.data.top;
     let classes = setup.data.classes;
     let inputs = setup.cfg.net.inputs;
-    let rows_max = model.max_batch().min(VALID_BATCH).max(1);
+    let rows_max = model.max_batch().clamp(1, VALID_BATCH);
     let mut input = vec![0.0f32; rows_max * inputs];
     let mut stdout = std::io::stdout().lock();
     let (mut top1, mut top_k) = (0usize, 0usize);

@@ -234,7 +234,7 @@ impl BatchStream {
     }
 
     /// Returns the next batch, or the error that stopped the loader.
-    pub fn next(&mut self) -> Result<Batch> {
+    pub fn next_batch(&mut self) -> Result<Batch> {
         self.receiver.recv().map_err(|_| anyhow::anyhow!("the batch loader stopped before the last batch"))?
     }
 }

@@ -174,7 +174,7 @@ impl BatchNormPass {
     pub fn unfold_gradients(&self, params: &mut Params, delta_sums: &[f32]) {
         let k = params.layout.fan_in();
         let bn = params.batch_norm.as_mut().expect("a batch-normalized layer has batch-norm parameters");
-        for f in 0..self.outputs {
+        for (f, &delta_sum) in delta_sums.iter().enumerate().take(self.outputs) {
             let inv_sigma = 1.0 / (bn.rolling_variance[f].sqrt() + BN_EPSILON);
             let factor = bn.scales[f] * inv_sigma;
             let mut dot = 0.0f32;
@@ -183,7 +183,7 @@ impl BatchNormPass {
                 params.weight_updates[i] += factor * u;
                 dot += u * params.weights[i];
             }
-            bn.scale_updates[f] += inv_sigma * (dot - bn.rolling_mean[f] * delta_sums[f]);
+            bn.scale_updates[f] += inv_sigma * (dot - bn.rolling_mean[f] * delta_sum);
         }
     }
 }
