@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_PER_TARGET=${1:-60}
-TARGETS=${TARGETS:-"cfg data weights qweights qparams"}
+TARGETS=${TARGETS:-"cfg data weights qweights qparams int8_network"}
 TOOLCHAIN=${TOOLCHAIN:-nightly}
 
 if [ "$TOOLCHAIN" = stable-bootstrap ]; then
@@ -24,7 +24,7 @@ fi
 # Seed the corpora with valid input, so the fuzzer starts past the size
 # checks: the repository's cfg and data files, and zero-filled parameter
 # files of the sizes the targets expect (see fuzz/fuzz_targets/).
-mkdir -p fuzz/corpus/cfg fuzz/corpus/data fuzz/corpus/weights fuzz/corpus/qweights fuzz/corpus/qparams
+mkdir -p fuzz/corpus/cfg fuzz/corpus/data fuzz/corpus/weights fuzz/corpus/qweights fuzz/corpus/qparams fuzz/corpus/int8_network
 cp cfg/*.cfg fuzz/corpus/cfg/
 cp cfg/*.data fuzz/corpus/data/
 zeros() { head -c "$1" /dev/zero; }
@@ -34,6 +34,8 @@ zeros() { head -c "$1" /dev/zero; }
 zeros 38 > fuzz/corpus/qweights/zeros
 # qparams: a layer-count byte (2), then per layer S1, S2, S3 = 1.0 and three zero points.
 { printf '\x02'; for _ in 1 2; do printf '\x00\x00\x80\x3f\x00\x00\x80\x3f\x00\x00\x80\x3f\x00\x00\x00'; done; } > fuzz/corpus/qparams/unit-scales
+# int8_network: the same two layers of unit scales (30 bytes), then a zero .qweights.
+{ for _ in 1 2; do printf '\x00\x00\x80\x3f\x00\x00\x80\x3f\x00\x00\x80\x3f\x00\x00\x00'; done; zeros 38; } > fuzz/corpus/int8_network/unit-scales
 
 for target in $TARGETS; do
     echo "== fuzzing $target for $SECONDS_PER_TARGET s"

@@ -26,7 +26,7 @@
 use super::affine::{quantize_input, QuantParams};
 use super::fixed_point::{quantize_multiplier, real_multiplier};
 use crate::config::cfg::{LayerSpec, NetworkConfig};
-use crate::formats::qfiles::{read_qparams, read_qweights, LayerQParams};
+use crate::formats::qfiles::{read_qparams, read_qweights, LayerQParams, LayerQWeights};
 use crate::kernels::gemm_i8::{gemm_requantize, PackedWeights, Requantization};
 use crate::kernels::im2col::{im2row, ConvGeometry};
 use crate::network::activation::Activation;
@@ -125,6 +125,22 @@ struct Plan {
     output_shape: Shape,
 }
 
+/// Returns the layouts of the planned stages with parameters, in order, or
+/// an error when there are none.
+fn param_layouts(planned: &[Planned], cfg: &NetworkConfig) -> Result<Vec<ParamLayout>> {
+    let layouts: Vec<ParamLayout> = planned
+        .iter()
+        .filter_map(|p| match p {
+            Planned::Params { layout, .. } => Some(*layout),
+            _ => None,
+        })
+        .collect();
+    if layouts.is_empty() {
+        bail!("{}: no [connected] or [convolutional] layer, so there is nothing to run in INT8", cfg.path.display());
+    }
+    Ok(layouts)
+}
+
 /// Reads the stages of `cfg` up to `[softmax]`, checking what the integer
 /// path supports.
 fn plan(cfg: &NetworkConfig) -> Result<Plan> {
@@ -190,20 +206,46 @@ impl Int8Network {
     /// Loads the integer parameters for `cfg`, checking sizes and the chain of
     /// scales (each layer's S1/Z1 must be the previous layer's S3/Z3).
     pub fn load(cfg: &NetworkConfig, qweights_path: &Path, qparams_path: &Path, max_batch: usize) -> Result<Int8Network> {
-        let Plan { stages: planned, softmax: softmax_spec, output_shape } = plan(cfg)?;
-        let layouts: Vec<ParamLayout> = planned
-            .iter()
-            .filter_map(|p| match p {
-                Planned::Params { layout, .. } => Some(*layout),
-                _ => None,
-            })
-            .collect();
-        if layouts.is_empty() {
-            bail!("{}: no [connected] or [convolutional] layer, so there is nothing to run in INT8", cfg.path.display());
-        }
-
+        let layouts = param_layouts(&plan(cfg)?.stages, cfg)?;
         let qparams = read_qparams(qparams_path, layouts.len(), &cfg.path)?;
-        let mut qweights = read_qweights(qweights_path, &layouts, &cfg.path)?.into_iter();
+        let qweights = read_qweights(qweights_path, &layouts, &cfg.path)?;
+        Int8Network::from_parts(cfg, qparams, qweights, qparams_path, max_batch)
+    }
+
+    /// Builds the network for `cfg` from decoded `.qparams` and `.qweights`
+    /// contents, checking their counts and sizes against the cfg, the chain of
+    /// scales, and that every layer's multiplier `M = S1 * S2 / S3` is a
+    /// positive finite f32. `qparams_path` names the file in messages.
+    pub fn from_parts(
+        cfg: &NetworkConfig,
+        qparams: Vec<LayerQParams>,
+        qweights: Vec<LayerQWeights>,
+        qparams_path: &Path,
+        max_batch: usize,
+    ) -> Result<Int8Network> {
+        let Plan { stages: planned, softmax: softmax_spec, output_shape } = plan(cfg)?;
+        let layouts = param_layouts(&planned, cfg)?;
+        if qparams.len() != layouts.len() || qweights.len() != layouts.len() {
+            bail!(
+                "{} has {} layers with parameters, but the .qparams have {} and the .qweights {}; use the files that qat_int8 wrote for this cfg",
+                cfg.path.display(),
+                layouts.len(),
+                qparams.len(),
+                qweights.len()
+            );
+        }
+        for (i, (layout, w)) in layouts.iter().zip(&qweights).enumerate() {
+            if w.biases.len() != layout.outputs() || w.weights.len() != layout.outputs() * layout.fan_in() {
+                bail!(
+                    "layer {i} of {} needs {} biases and {} weights, but the .qweights have {} and {}; use the files that qat_int8 wrote for this cfg",
+                    cfg.path.display(),
+                    layout.outputs(),
+                    layout.outputs() * layout.fan_in(),
+                    w.biases.len(),
+                    w.weights.len()
+                );
+            }
+        }
         for i in 1..qparams.len() {
             if qparams[i].input != qparams[i - 1].output {
                 bail!(
@@ -217,6 +259,19 @@ impl Int8Network {
                 );
             }
         }
+        for (i, q) in qparams.iter().enumerate() {
+            let m = real_multiplier(q.input.scale, q.weight.scale, q.output.scale);
+            if !(m.is_finite() && m > 0.0) {
+                bail!(
+                    ".qparams file {}: layer {i} has S1 {}, S2 {}, S3 {}, so M = S1*S2/S3 = {m}, which has no fixed-point form; the file is damaged or the QAT run diverged",
+                    qparams_path.display(),
+                    q.input.scale,
+                    q.weight.scale,
+                    q.output.scale
+                );
+            }
+        }
+        let mut qweights = qweights.into_iter();
 
         let mut stages = Vec::new();
         let mut clamped_biases = 0;
@@ -374,5 +429,73 @@ fn convolve(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CFG: &str = "[net]\nbatch=2\nheight=1\nwidth=1\nchannels=3\n\
+[connected]\noutput=2\nactivation=relu\n\
+[connected]\noutput=4\nactivation=linear\n\
+[softmax]\n";
+
+    fn unit(zero_point: i8) -> QuantParams {
+        QuantParams { scale: 0.5, zero_point }
+    }
+
+    fn parts() -> (NetworkConfig, Vec<LayerQParams>, Vec<LayerQWeights>) {
+        let cfg = NetworkConfig::parse(CFG, Path::new("t.cfg")).unwrap();
+        let qparams = vec![
+            LayerQParams { input: unit(-128), weight: unit(0), output: unit(-128) },
+            LayerQParams { input: unit(-128), weight: unit(0), output: unit(3) },
+        ];
+        let qweights = vec![
+            LayerQWeights { biases: vec![1, -1], weights: vec![1, 2, 3, -1, -2, -3] },
+            LayerQWeights { biases: vec![0; 4], weights: vec![1, 0, 0, 1, 1, 1, -1, 2] },
+        ];
+        (cfg, qparams, qweights)
+    }
+
+    fn error(cfg: &NetworkConfig, qparams: Vec<LayerQParams>, qweights: Vec<LayerQWeights>) -> String {
+        match Int8Network::from_parts(cfg, qparams, qweights, Path::new("t.qparams"), 2) {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn from_parts_runs_a_valid_network() {
+        let (cfg, qparams, qweights) = parts();
+        let mut net = Int8Network::from_parts(&cfg, qparams, qweights, Path::new("t.qparams"), 2).unwrap();
+        let probabilities = net.predict(&[0.0, 0.5, 1.0, 1.0, 1.0, 1.0], 2).to_vec();
+        assert_eq!(probabilities.len(), 8);
+        for row in probabilities.chunks_exact(4) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn from_parts_rejects_wrong_counts_and_sizes() {
+        let (cfg, mut qparams, qweights) = parts();
+        qparams.pop();
+        assert!(error(&cfg, qparams, qweights).contains("the .qparams have 1 and the .qweights 2"));
+
+        let (cfg, qparams, mut qweights) = parts();
+        qweights[1].weights.pop();
+        let message = error(&cfg, qparams, qweights);
+        assert!(message.contains("layer 1 of t.cfg needs 4 biases and 8 weights"), "{message}");
+    }
+
+    #[test]
+    fn from_parts_rejects_infinite_multiplier() {
+        // S1 * S2 overflows f32, so M is infinite.
+        let (cfg, mut qparams, qweights) = parts();
+        qparams[0].input.scale = 1e30;
+        qparams[0].weight.scale = 1e30;
+        let message = error(&cfg, qparams, qweights);
+        assert!(message.contains("layer 0 has S1 1000000000000000000000000000000"), "{message}");
+        assert!(message.contains("M = S1*S2/S3 = inf"), "{message}");
     }
 }
