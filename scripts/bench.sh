@@ -62,18 +62,33 @@ FP32_ID=mlp_fp32/forward_b128
 FP32_B1_ID=mlp_fp32/forward_b1
 TRAIN_STEP_ID=mlp_fp32/train_step_b128
 
+# Prints the value that follows option $1, or stops when it is missing or
+# looks like another option.
+value_of() {
+    if [ $# -lt 2 ] || [ -z "$2" ] || [[ "$2" == -* ]]; then
+        echo "error: $1 needs a value (see --help)" >&2
+        exit 2
+    fi
+    printf '%s' "$2"
+}
+
 while [ $# -gt 0 ]; do
     case "$1" in
-        --train-runs) TRAIN_RUNS=${2:?--train-runs needs a count}; shift 2 ;;
-        --valid-runs) VALID_RUNS=${2:?--valid-runs needs a count}; shift 2 ;;
-        --data) DATA=${2:?--data needs a file}; shift 2 ;;
-        --cfg) CFG=${2:?--cfg needs a file}; shift 2 ;;
-        --weights) WEIGHTS=${2:?--weights needs a file}; shift 2 ;;
-        --binary) BINARY=${2:?--binary needs a file}; shift 2 ;;
+        --train-runs|--valid-runs|--data|--cfg|--weights|--binary|--fp32-bench|--fp32-id)
+            value=$(value_of "$@")
+            case "$1" in
+                --train-runs) TRAIN_RUNS=$value ;;
+                --valid-runs) VALID_RUNS=$value ;;
+                --data) DATA=$value ;;
+                --cfg) CFG=$value ;;
+                --weights) WEIGHTS=$value ;;
+                --binary) BINARY=$value ;;
+                --fp32-bench) FP32_BENCH=$value; FP32_B1_ID=""; TRAIN_STEP_ID="" ;;
+                --fp32-id) FP32_ID=$value; FP32_B1_ID=""; TRAIN_STEP_ID="" ;;
+            esac
+            shift 2 ;;
         --build) BUILD=1; BINARY=target/release/darknet; shift ;;
         --no-criterion) CRITERION=0; shift ;;
-        --fp32-bench) FP32_BENCH=${2:?--fp32-bench needs a bench name}; FP32_B1_ID=""; TRAIN_STEP_ID=""; shift 2 ;;
-        --fp32-id) FP32_ID=${2:?--fp32-id needs a criterion id}; FP32_B1_ID=""; TRAIN_STEP_ID=""; shift 2 ;;
         --keep) KEEP=1; shift ;;
         --numpy-anchor) NUMPY_ANCHOR=1; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -81,14 +96,18 @@ while [ $# -gt 0 ]; do
     esac
 done
 
+# Stops with a message. Once the work folder exists it is kept, so the
+# files that a message points to are still there.
 fail() {
     echo "error: $*" >&2
+    if [ -n "${WORK:-}" ] && [ -d "$WORK" ]; then
+        KEEP=1
+    fi
     exit 1
 }
 
-for count in "$TRAIN_RUNS" "$VALID_RUNS"; do
-    [[ "$count" =~ ^[1-9][0-9]*$ ]] || fail "invalid run count $count: expected a positive integer"
-done
+[[ "$TRAIN_RUNS" =~ ^[1-9][0-9]*$ ]] || fail "invalid --train-runs $TRAIN_RUNS: expected a positive integer"
+[[ "$VALID_RUNS" =~ ^[1-9][0-9]*$ ]] || fail "invalid --valid-runs $VALID_RUNS: expected a positive integer"
 for file in "$DATA" "$CFG" "$WEIGHTS"; do
     [ -f "$file" ] || fail "$file not found"
 done
@@ -178,9 +197,8 @@ timed_run() {
     local start end
     start=$(date +%s%N)
     if ! (cd "$WORK" && /usr/bin/time -v -o "$label.time" "$@" > "$label.out" 2> "$label.err"); then
-        echo "error: $label failed: $*" >&2
         tail -n 20 "$WORK/$label.err" >&2
-        exit 1
+        fail "$label failed: $* (its output is in $WORK/$label.out and $label.err)"
     fi
     end=$(date +%s%N)
     WALL=$(awk -v ns=$((end - start)) 'BEGIN { printf "%.3f", ns / 1e9 }')

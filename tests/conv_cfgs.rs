@@ -1,5 +1,6 @@
-//! The shipped convolutional cfgs parse without warnings and run forward in
-//! FP32 and, with parameters exported by a short QAT pass, in INT8.
+//! The shipped convolutional and batch-normalized cfgs parse without
+//! warnings and run forward in FP32 and, with parameters exported by a short
+//! QAT pass, in INT8.
 
 use darknet::config::cfg::NetworkConfig;
 use darknet::formats::qfiles::{write_qparams, write_qweights};
@@ -65,4 +66,12 @@ fn darknet_small_runs_fp32_and_int8() {
         "cfg/darknet_small.cfg",
         &[(16, 28, 28), (16, 14, 14), (32, 14, 14), (32, 7, 7), (64, 7, 7), (64, 4, 4), (128, 4, 4), (10, 4, 4), (10, 1, 1), (10, 1, 1)],
     );
+}
+
+#[test]
+fn mnist_fc4_bn_runs_fp32_and_int8() {
+    let cfg = NetworkConfig::load(Path::new("cfg/mnist_fc4_bn.cfg")).unwrap();
+    let normalized = Network::build(&cfg, 1, 1).unwrap().layers.iter().filter(|l| l.params().is_some_and(|p| p.batch_norm.is_some())).count();
+    assert_eq!(normalized, 3, "the three hidden layers have batch norm");
+    run_both("cfg/mnist_fc4_bn.cfg", &[(1024, 1, 1), (512, 1, 1), (256, 1, 1), (10, 1, 1), (10, 1, 1)]);
 }

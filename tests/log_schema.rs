@@ -49,7 +49,7 @@ fn required_fields(event: &str) -> &'static [&'static str] {
         "qat_end" => &["weights", "qweights", "qparams", "batches", "seconds", "ranges"],
         "confusion" => &["labels", "counts", "chart"],
         "valid" => &["mode", "images", "top1", "top_k", "k", "skipped", "seconds", "data", "cfg", "chart"],
-        "quant_report" => &["qweights", "qparams", "layers"],
+        "quant_report" => &["qweights", "qparams", "input", "layers"],
         other => panic!("event {other:?} is not in docs/LOG_SCHEMA.md"),
     }
 }
@@ -110,7 +110,13 @@ fn log_records_follow_schema() {
     let total: u64 = confusion["counts"].as_array().unwrap().iter().flat_map(|row| row.as_array().unwrap()).map(|c| c.as_u64().unwrap()).sum();
     assert_eq!(total, valid[0]["images"].as_u64().unwrap(), "the confusion matrix counts every validated image");
 
-    let layers = records.iter().find(|r| r["event"] == "quant_report").unwrap()["layers"].as_array().unwrap().clone();
+    let quant_report = records.iter().find(|r| r["event"] == "quant_report").unwrap();
+    let input = &quant_report["input"];
+    assert!(input["values"].as_u64().is_some_and(|v| v > 0), "input lacks values: {input}");
+    for field in ["saturated_low", "saturated_high"] {
+        assert!(input[field].as_f64().is_some_and(|v| (0.0..=1.0).contains(&v)), "input lacks {field}: {input}");
+    }
+    let layers = quant_report["layers"].as_array().unwrap().clone();
     assert_eq!(layers.len(), 2);
     for layer in &layers {
         for field in ["S1", "S2", "S3", "Z1", "Z2", "Z3", "M", "M_q31", "shift", "weight_min", "weight_max", "saturated_low", "saturated_high"] {

@@ -11,7 +11,7 @@ use crate::network::Network;
 use crate::quant::int8_network::Int8Network;
 use crate::report::charts::{write_confusion_chart, ConfusionMatrix};
 use crate::report::progress::ValidProgress;
-use crate::report::quant_report::{layer_records, print_report, SaturationProbe};
+use crate::report::quant_report::{input_record, layer_records, print_report, SaturationProbe};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::io::Write;
@@ -215,14 +215,14 @@ pub fn run_int8(data_path: &Path, cfg_path: &Path, qweights: &Path, qparams: &Pa
         let accuracy = validate(&mut probe, &setup, options, &mut count)?;
         let layers = layer_records(&probe);
         print_report(&mut std::io::stdout().lock(), &probe, &layers).context(STDOUT_FAILED)?;
-        report = Some(layers);
+        report = Some((input_record(&probe), layers));
         accuracy
     } else {
         validate(&mut net, &setup, options, &mut count)?
     };
     let mut log = RunLog::open(&setup.cfg.base_name())?;
-    if let Some(layers) = report {
-        log.record("quant_report", json!({"qweights": qweights, "qparams": qparams, "layers": layers}))?;
+    if let Some((input, layers)) = report {
+        log.record("quant_report", json!({"qweights": qweights, "qparams": qparams, "input": input, "layers": layers}))?;
     }
     let chart = write_confusion(&setup, &confusion, &mut log, "_int8", &format!("INT8 {}", qweights.display()))?;
     finish(

@@ -129,8 +129,15 @@ impl ConfigValue for usize {
     const EXPECTED: &'static str = "a whole number such as 0 or 128";
 }
 
+/// A flag such as `batch_normalize` or `pad`.
 impl ConfigValue for u8 {
     const EXPECTED: &'static str = "0 or 1";
+
+    /// Darknet reads any nonzero integer as on; only 0 and 1 pass here, so
+    /// a typo such as `pad=11` is reported.
+    fn is_allowed(&self) -> bool {
+        *self <= 1
+    }
 }
 
 impl ConfigValue for f32 {
@@ -143,7 +150,8 @@ impl ConfigValue for f32 {
     }
 }
 
-/// Typed access to the entries of one section; the last occurrence of a key wins.
+/// Typed access to the entries of one section. As in Darknet, the first
+/// occurrence of a key wins, and [`unused_key_warnings`] reports the others.
 pub struct Reader<'a> {
     pub file: &'a Path,
     pub section: &'a str,
@@ -152,14 +160,9 @@ pub struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn find(&self, key: &str) -> Option<&'a Entry> {
-        let found = self.entries.iter().rev().find(|e| e.key == key);
-        if let Some(entry) = found {
-            for e in self.entries.iter().filter(|e| e.key == key) {
-                e.used.set(true);
-            }
-            return Some(entry);
-        }
-        None
+        let entry = self.entries.iter().find(|e| e.key == key)?;
+        entry.used.set(true);
+        Some(entry)
     }
 
     /// Returns the parsed value of `key`, or `None` when the key is absent.
@@ -193,7 +196,7 @@ impl<'a> Reader<'a> {
 
     /// Returns the line of `key`, for messages about its value.
     pub fn line_of(&self, key: &str) -> Option<usize> {
-        self.entries.iter().rev().find(|e| e.key == key).map(|e| e.line)
+        self.entries.iter().find(|e| e.key == key).map(|e| e.line)
     }
 
     /// Returns a comma-separated list of numbers, such as `steps=100,200`.
@@ -228,21 +231,35 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Returns one warning line per key that no reader asked for.
+/// Returns one warning line per key that no reader asked for, and per
+/// repeated key whose first occurrence was read.
 pub fn unused_key_warnings(file: &Path, section: &str, entries: &[Entry]) -> Vec<String> {
-    entries
-        .iter()
-        .filter(|e| !e.used.get())
-        .map(|e| {
-            format!(
+    let mut warnings = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        if e.used.get() {
+            continue;
+        }
+        let first = entries[..i].iter().find(|earlier| earlier.key == e.key && earlier.used.get());
+        warnings.push(match first {
+            Some(first) => format!(
+                "warning: {}:{}: key '{}' repeats line {} of [{}], and only the first value ('{}') is used, as in Darknet; delete one of the two lines",
+                file.display(),
+                e.line,
+                e.key,
+                first.line,
+                section,
+                first.value
+            ),
+            None => format!(
                 "warning: {}:{}: key '{}' is not used by [{}]; check its spelling",
                 file.display(),
                 e.line,
                 e.key,
                 section
-            )
-        })
-        .collect()
+            ),
+        });
+    }
+    warnings
 }
 
 /// Reads a text file with a message that names it.
@@ -304,5 +321,29 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("n.cfg:2"), "{text}");
         assert!(text.contains("abc"), "{text}");
+    }
+
+    #[test]
+    fn first_of_repeated_keys_wins() {
+        let sections = parse_sections("[net]\nbatch=64\nheight=28\nbatch=128\n", Path::new("r.cfg")).unwrap();
+        let entries = &sections[0].entries;
+        let reader = Reader { file: Path::new("r.cfg"), section: "net", entries };
+        assert_eq!(reader.get::<usize>("batch").unwrap(), Some(64));
+        assert_eq!(reader.line_of("batch"), Some(2));
+        let warnings = unused_key_warnings(Path::new("r.cfg"), "net", entries);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("r.cfg:3: key 'height' is not used"), "{}", warnings[0]);
+        assert!(warnings[1].contains("r.cfg:4: key 'batch' repeats line 2"), "{}", warnings[1]);
+        assert!(warnings[1].contains("('64')"), "{}", warnings[1]);
+    }
+
+    #[test]
+    fn flags_accept_only_0_and_1() {
+        let sections = parse_sections("[c]\na=0\nb=1\nc=2\n", Path::new("f.cfg")).unwrap();
+        let reader = Reader { file: Path::new("f.cfg"), section: "c", entries: &sections[0].entries };
+        assert_eq!(reader.get::<u8>("a").unwrap(), Some(0));
+        assert_eq!(reader.get::<u8>("b").unwrap(), Some(1));
+        let err = reader.get::<u8>("c").unwrap_err().to_string();
+        assert!(err.contains("f.cfg:4: invalid value '2' for 'c' in [c]: expected 0 or 1"), "{err}");
     }
 }

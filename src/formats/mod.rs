@@ -42,16 +42,22 @@ impl FileKind {
 pub fn expect_kind(path: &Path, expected: FileKind, slot: &str) -> Result<()> {
     let found = FileKind::of(path);
     if found != expected {
+        // The kind comes from the name alone, and the message tells the user that.
+        let named = match found {
+            FileKind::Weights => "its name does not end in .qweights or .qparams, so it is read as an FP32 .weights file".to_string(),
+            _ => format!("its name makes it {}", found.describe()),
+        };
         bail!(
-            "{slot} is {}, but {} was given: {}; {}",
+            "{slot} must be {}, but {} was given and {named}; {}",
             expected.describe(),
-            found.describe(),
             path.display(),
             match (expected, found) {
                 (FileKind::Weights, FileKind::QWeights | FileKind::QParams) =>
                     "to validate with integer-only arithmetic pass both files: qat_int8 DATA CFG QWEIGHTS QPARAMS",
-                (FileKind::QWeights, _) => "pass the .qat.int8.qweights file first, then the .qat.int8.qparams file",
-                (FileKind::QParams, _) => "pass the .qat.int8.qparams file after the .qweights file",
+                (FileKind::QWeights, _) =>
+                    "pass the .qat.int8.qweights file first, then the .qat.int8.qparams file (rename a copy whose name lost its .qweights ending)",
+                (FileKind::QParams, _) =>
+                    "pass the .qat.int8.qparams file after the .qweights file (rename a copy whose name lost its .qparams ending)",
                 _ => "check the order of the arguments",
             }
         );
@@ -110,6 +116,11 @@ mod tests {
         let err = expect_kind(Path::new("b/m.qweights"), FileKind::Weights, "WEIGHTS of valid").unwrap_err().to_string();
         assert!(err.contains("WEIGHTS of valid"), "{err}");
         assert!(err.contains("b/m.qweights"), "{err}");
+        assert!(err.contains("its name makes it an int8 .qweights file"), "{err}");
+
+        let err = expect_kind(Path::new("q.bin"), FileKind::QWeights, "QWEIGHTS of valid_int8").unwrap_err().to_string();
+        assert!(err.contains("must be an int8 .qweights file, but q.bin was given"), "{err}");
+        assert!(err.contains("its name does not end in .qweights or .qparams"), "{err}");
     }
 
     #[test]

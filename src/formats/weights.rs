@@ -161,6 +161,17 @@ pub fn decode_weights(net: &mut Network, bytes: &[u8], source: &Path, cfg_name: 
                 layer.kind()
             );
         }
+        let negative = p.batch_norm.as_ref().and_then(|bn| bn.rolling_variance.iter().enumerate().find(|(_, &v)| v < 0.0));
+        if let Some((output, variance)) = negative {
+            bail!(
+                "weights file {}: layer {} ([{}]) has rolling variance {} for output {}, but a variance cannot be negative; the file is damaged, so use another copy or retrain",
+                source.display(),
+                index,
+                layer.kind(),
+                variance,
+                output
+            );
+        }
         loaded.push((index, p));
     }
     for (index, p) in loaded {
@@ -327,5 +338,17 @@ mod tests {
         assert!(decode(&mut net, &bytes).is_err());
         assert_eq!(net.layers[0].params().unwrap().weights, before);
         assert_eq!(net.seen, 0);
+    }
+
+    #[test]
+    fn negative_rolling_variance_is_an_error() {
+        let mut bytes = Vec::new();
+        encode_weights(&small_net(), &mut bytes).unwrap();
+        // Layer 0 stores biases (3), weights (6), scales (3), rolling mean (3),
+        // then the rolling variance: output 1's is float 16 after the header.
+        let at = 20 + 4 * 16;
+        bytes[at..at + 4].copy_from_slice(&(-0.5f32).to_le_bytes());
+        let err = decode(&mut small_net(), &bytes).unwrap_err().to_string();
+        assert!(err.contains("layer 0 ([connected]) has rolling variance -0.5 for output 1"), "{err}");
     }
 }

@@ -107,6 +107,16 @@ pub fn layer_records(probe: &SaturationProbe) -> Vec<Value> {
     layers
 }
 
+/// Returns the saturation of the quantized network input as a JSON object.
+pub fn input_record(probe: &SaturationProbe) -> Value {
+    let input = probe.input;
+    json!({
+        "values": input.total,
+        "saturated_low": Saturation::share(input.low, input.total),
+        "saturated_high": Saturation::share(input.high, input.total),
+    })
+}
+
 fn percent(value: &Value) -> String {
     value.as_f64().map_or("n/a".to_string(), |v| format!("{:.3}%", v * 100.0))
 }
