@@ -360,3 +360,29 @@ fn gray_jpeg_images_load_as_rgb() {
     assert_succeeds(&out);
     assert!(top1(&out) >= 0.75, "{}", stdout(&out));
 }
+
+#[test]
+fn invalid_tuning_variables_are_errors() {
+    let ws = trained("environment");
+    let cases = [
+        ("DARKNET_GEMM_I8_THREADS", "abc", "expected a positive integer or auto"),
+        ("DARKNET_GEMM_I8_THREADS", "0", "expected a positive integer or auto"),
+        ("DARKNET_GEMM_I8", "fast", "expected scalar, avx2 or vnni"),
+        ("DARKNET_CACHE_MB", "lots", "expected a whole number of MiB"),
+    ];
+    for (name, value, message) in cases {
+        let out = ws
+            .command(&["classifier", "valid_int8", "t.data", "t.cfg", "backup/t.qat.int8.qweights", "backup/t.qat.int8.qparams"])
+            .env(name, value)
+            .output()
+            .unwrap();
+        assert_fails(&out, &[name, value, message]);
+    }
+    let out = ws
+        .command(&["classifier", "valid_int8", "t.data", "t.cfg", "backup/t.qat.int8.qweights", "backup/t.qat.int8.qparams"])
+        .env("DARKNET_GEMM_I8_THREADS", "2")
+        .env("DARKNET_GEMM_I8", "scalar")
+        .output()
+        .unwrap();
+    assert_succeeds(&out);
+}

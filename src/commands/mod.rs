@@ -139,6 +139,7 @@ impl std::fmt::Display for Interrupted {
 impl std::error::Error for Interrupted {}
 
 pub fn run(cli: Cli) -> Result<()> {
+    check_environment()?;
     match cli.command {
         TopCommand::Data { command: DataCommand::ImportIdx(args) } => import::run(&args),
         TopCommand::Classifier { command } => match command {
@@ -174,6 +175,17 @@ pub fn run(cli: Cli) -> Result<()> {
             ClassifierCommand::Predict { data, cfg, files } => predict::run(&data, &cfg, &files),
         },
     }
+}
+
+/// Checks the environment variables that tune the run, so a typo stops the
+/// command with a message before any work instead of a panic later.
+fn check_environment() -> Result<()> {
+    use crate::data::loader::cache_megabytes_from_env;
+    use crate::kernels::gemm_i8::{kernel_from_env, threads_from_env};
+    kernel_from_env().map_err(anyhow::Error::msg)?;
+    threads_from_env().map_err(anyhow::Error::msg)?;
+    cache_megabytes_from_env().map_err(anyhow::Error::msg)?;
+    Ok(())
 }
 
 #[cfg(test)]

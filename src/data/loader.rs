@@ -43,7 +43,7 @@ pub struct Dataset {
 /// Bytes the decoded-image cache may use: `DARKNET_CACHE_MB` if set, else
 /// half of the memory the kernel reports as available (1 GiB if unknown).
 pub fn cache_budget_bytes() -> u64 {
-    if let Some(mb) = std::env::var("DARKNET_CACHE_MB").ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+    if let Ok(Some(mb)) = cache_megabytes_from_env() {
         return mb << 20;
     }
     let available_kb = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
@@ -53,6 +53,21 @@ pub fn cache_budget_bytes() -> u64 {
             .and_then(|v| v.parse::<u64>().ok())
     });
     available_kb.map(|kb| kb * 1024 / 2).unwrap_or(1 << 30)
+}
+
+/// The environment variable with the decoded-image cache budget in MiB.
+pub const CACHE_ENV: &str = "DARKNET_CACHE_MB";
+
+/// Reads [`CACHE_ENV`]: `None` when it is unset, an error when it is not a
+/// whole number of MiB. The command line checks it before any work.
+pub fn cache_megabytes_from_env() -> Result<Option<u64>, String> {
+    let Ok(value) = std::env::var(CACHE_ENV) else {
+        return Ok(None);
+    };
+    match value.trim().parse::<u64>() {
+        Ok(mb) if mb <= u64::MAX >> 20 => Ok(Some(mb)),
+        _ => Err(format!("invalid {CACHE_ENV}={value:?}: expected a whole number of MiB such as 512; unset it for half the available memory")),
+    }
 }
 
 impl Dataset {

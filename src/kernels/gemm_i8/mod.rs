@@ -253,18 +253,39 @@ impl Kernel {
     /// lacks, so that a forced benchmark or test never measures another kernel.
     pub fn selected() -> Kernel {
         static SELECTED: OnceLock<Kernel> = OnceLock::new();
-        *SELECTED.get_or_init(|| match std::env::var(KERNEL_ENV) {
-            Ok(name) => {
-                let kernel: Kernel = name.parse().unwrap_or_else(|e| panic!("{e}"));
-                assert!(
-                    kernel.is_supported(),
-                    "{KERNEL_ENV}={name} requests a kernel this CPU does not support; unset it or choose {}",
-                    Kernel::best_supported().name()
-                );
-                kernel
-            }
-            Err(_) => Kernel::best_supported(),
-        })
+        *SELECTED.get_or_init(|| kernel_from_env().unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(Kernel::best_supported))
+    }
+}
+
+/// Reads [`KERNEL_ENV`]: `None` when it is unset, an error for an unknown
+/// name or a kernel this CPU lacks. The command line checks it before any
+/// work, so [`Kernel::selected`] only panics for library callers.
+pub fn kernel_from_env() -> Result<Option<Kernel>, String> {
+    let Ok(name) = std::env::var(KERNEL_ENV) else {
+        return Ok(None);
+    };
+    let kernel: Kernel = name.parse()?;
+    if !kernel.is_supported() {
+        return Err(format!(
+            "{KERNEL_ENV}={name} requests a kernel this CPU does not support; unset it or choose {}",
+            Kernel::best_supported().name()
+        ));
+    }
+    Ok(Some(kernel))
+}
+
+/// Reads [`THREADS_ENV`]: `None` when it is unset, the thread count for a
+/// positive integer or `auto` (all cores), an error otherwise.
+pub fn threads_from_env() -> Result<Option<usize>, String> {
+    let Ok(value) = std::env::var(THREADS_ENV) else {
+        return Ok(None);
+    };
+    if value == "auto" {
+        return Ok(Some(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)));
+    }
+    match value.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(Some(n)),
+        _ => Err(format!("invalid {THREADS_ENV}={value:?}: expected a positive integer or auto; unset it for one thread")),
     }
 }
 
@@ -283,24 +304,16 @@ impl FromStr for Kernel {
 /// product: 1 unless [`THREADS_ENV`] is set and the product passes
 /// [`PARALLEL_MIN_ROWS`] and [`PARALLEL_MIN_WORK`].
 ///
-/// NOTE: threads are opt-in because on the shared 2-core machine where this
-/// was measured, with other jobs running, 2 threads made the batch-128
-/// forward pass about 3x slower than 1; the gain on idle cores is untested.
+/// NOTE: threads are opt-in. On the 2-core machine of docs/BENCHMARKS.md,
+/// idle, 2 threads ran the batch-128 forward pass in 1.25 ms against 1.79 ms
+/// on one, but with other jobs running they made it about 3x slower. A
+/// whole `valid_int8` run (0.09 s, mostly JPEG decoding) did not change.
 ///
 /// # Panics
 /// If [`THREADS_ENV`] is neither a positive integer nor `auto`.
 pub fn default_threads(rows: usize, k: usize, outputs: usize) -> usize {
     static CONFIGURED: OnceLock<Option<usize>> = OnceLock::new();
-    let configured = *CONFIGURED.get_or_init(|| {
-        let value = std::env::var(THREADS_ENV).ok()?;
-        if value == "auto" {
-            return Some(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-        }
-        match value.parse::<usize>() {
-            Ok(n) if n > 0 => Some(n),
-            _ => panic!("invalid {THREADS_ENV}={value:?}: expected a positive integer or auto"),
-        }
-    });
+    let configured = *CONFIGURED.get_or_init(|| threads_from_env().unwrap_or_else(|e| panic!("{e}")));
     let Some(threads) = configured else {
         return 1;
     };
