@@ -128,6 +128,9 @@ pub enum ClassifierCommand {
         weights: PathBuf,
         #[command(flatten)]
         options: ValidOptions,
+        /// Accepted only to explain that the report belongs to INT8 validation.
+        #[arg(long, hide = true)]
+        report: bool,
     },
     /// QAT fine-tuning (with WEIGHTS) or INT8 validation (with QWEIGHTS QPARAMS).
     ///

@@ -149,7 +149,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
                 train::run(&data, &cfg, weights.as_deref(), &options)
             }
-            ClassifierCommand::Valid { data, cfg, weights, options } => {
+            ClassifierCommand::Valid { data, cfg, weights, options, report } => {
+                if report {
+                    bail!("--report applies to INT8 validation, and valid runs FP32 weights: use valid_int8 DATA CFG QWEIGHTS QPARAMS --report");
+                }
                 expect_kind(&weights, FileKind::Weights, "WEIGHTS of valid")?;
                 valid::run_fp32(&data, &cfg, &weights, &options)
             }
