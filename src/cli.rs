@@ -1,6 +1,10 @@
 //! Command-line types for Darknet's positional syntax:
 //! `darknet classifier COMMAND DATA CFG [FILES...] [options]`.
 
+// The doc comments below are clap's help text, where `[IMAGE]` marks an
+// optional argument, not a rustdoc link.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 

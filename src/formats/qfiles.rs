@@ -1,5 +1,5 @@
 //! `.qparams` (per layer: f32 S1, S2, S3, i8 Z1, Z2, Z3; 15 bytes) and
-//! `.qweights` (per layer: i32 biases[outputs], i8 weights in `.weights`
+//! `.qweights` (per layer: i32 `biases[outputs]`, i8 weights in `.weights`
 //! order). No headers; little-endian.
 
 use super::atomic::write_atomic;

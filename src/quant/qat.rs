@@ -8,7 +8,7 @@
 //! stay untouched and receive the gradients, the straight-through estimator),
 //! and the input and each output are fake-quantized with their EMA ranges.
 //!
-//! A batch-normalized layer ([connected] or [convolutional]) is quantized in
+//! A batch-normalized layer (`[connected]` or `[convolutional]`) is quantized in
 //! its folded form, because the int8 network has no batch norm: the copy
 //! contains the folded weights (see [`crate::network::layers::batch_norm`]) and
 //! the export writes the folded weights and biases. Max pools need nothing, since a maximum of
