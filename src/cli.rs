@@ -2,8 +2,8 @@
 //! `darknet classifier COMMAND DATA CFG [FILES...] [options]`.
 
 // The doc comments below are clap's help text, where `[IMAGE]` marks an
-// optional argument, not a rustdoc link.
-#![allow(rustdoc::broken_intra_doc_links)]
+// optional argument and `<out>` a value, not a rustdoc link or HTML tag.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
