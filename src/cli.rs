@@ -115,6 +115,11 @@ pub enum ClassifierCommand {
         cfg: PathBuf,
         /// FP32 .weights or .backup file to start from.
         weights: Option<PathBuf>,
+        /// Start the schedule over with WEIGHTS, as Darknet's -clear does:
+        /// their `seen` is set to 0, so max_batches more batches run, with
+        /// burn_in and the learning-rate steps from the start.
+        #[arg(long, requires = "weights")]
+        clear: bool,
         #[command(flatten)]
         options: TrainOptions,
     },
@@ -197,4 +202,57 @@ pub enum ClassifierCommand {
         #[arg(value_name = "FILES", num_args = 1..=3, required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+/// Darknet's single-dash flags that this CPU-only program accepts for
+/// compatibility, with the value that each one takes (`-gpus 0`).
+const GPU_FLAGS: [&str; 3] = ["-gpus", "-gpu", "-i"];
+
+/// Rewrites Darknet's single-dash spellings in `args` (program name first)
+/// into this program's: `-clear` becomes `--clear`, and the GPU flags
+/// (`-gpus LIST`, `-gpu N`, `-i N`, `-nogpu`) are dropped, since everything
+/// runs on the CPU. Returns the new arguments and one note per dropped flag.
+pub fn from_darknet_flags(args: Vec<std::ffi::OsString>) -> (Vec<std::ffi::OsString>, Vec<String>) {
+    let mut out = Vec::with_capacity(args.len());
+    let mut notes = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.to_str() {
+            Some("-clear") => out.push("--clear".into()),
+            Some("-nogpu") => notes.push("note: -nogpu is Darknet's flag for a CPU run; this program always runs on the CPU".to_string()),
+            Some(flag) if GPU_FLAGS.contains(&flag) => {
+                let value = args.next().map(|v| v.to_string_lossy().into_owned()).unwrap_or_default();
+                notes.push(format!("note: ignoring Darknet's {flag} {value}: this program has no GPU code and runs on the CPU"));
+            }
+            _ => out.push(arg),
+        }
+    }
+    (out, notes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    fn strings(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn darknet_flags_are_translated() {
+        let (args, notes) = from_darknet_flags(strings(&["darknet", "classifier", "train_randseq", "d", "c", "w", "-gpus", "0,1", "-clear", "-nogpu"]));
+        assert_eq!(args, strings(&["darknet", "classifier", "train_randseq", "d", "c", "w", "--clear"]));
+        assert_eq!(notes.len(), 2);
+        assert!(notes[0].contains("ignoring Darknet's -gpus 0,1"), "{}", notes[0]);
+        assert!(notes[1].contains("-nogpu"), "{}", notes[1]);
+    }
+
+    #[test]
+    fn other_arguments_pass_unchanged() {
+        let input = strings(&["darknet", "classifier", "valid", "d", "c", "w", "--per-image"]);
+        let (args, notes) = from_darknet_flags(input.clone());
+        assert_eq!(args, input);
+        assert!(notes.is_empty());
+    }
 }

@@ -8,7 +8,11 @@ use std::process::ExitCode;
 const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (args, notes) = darknet::cli::from_darknet_flags(std::env::args_os().collect());
+    for note in notes {
+        eprintln!("{note}");
+    }
+    let cli = Cli::parse_from(args);
     match darknet::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -330,7 +330,27 @@ fn nothing_left_to_train() {
     let ws = trained("nothing-left");
     fs::copy(ws.path(WEIGHTS), ws.path("start.weights")).unwrap();
     let out = train(&ws, &["start.weights"]);
-    assert_fails(&out, &["nothing to train", "seen 40 images", "raise max_batches"]);
+    assert_fails(&out, &["nothing to train", "seen 40 images", "raise max_batches", "--clear"]);
+}
+
+#[test]
+fn darknet_clear_restarts_the_schedule() {
+    let ws = trained("clear");
+    fs::copy(ws.path(WEIGHTS), ws.path("start.weights")).unwrap();
+    // Darknet's spelling, with a GPU flag that this CPU program ignores.
+    let out = train(&ws, &["start.weights", "-clear", "-gpus", "0"]);
+    assert_succeeds(&out);
+    let err = stderr(&out);
+    assert!(err.contains("ignoring Darknet's -gpus 0"), "{err}");
+    assert!(err.contains("--clear: training starts at batch 1"), "{err}");
+    // The header's seen (u64 after three i32) counts only the new run.
+    let bytes = ws.read(WEIGHTS);
+    let seen = u64::from_le_bytes(bytes[12..20].try_into().unwrap());
+    assert_eq!(seen, 40, "max_batches batches of the new run");
+    assert_ne!(bytes, ws.read("start.weights"), "the weights trained further");
+
+    let out = ws.run(&["classifier", "train_randseq", "t.data", "t.cfg", "--clear"]);
+    assert!(!out.status.success(), "--clear without WEIGHTS must be rejected");
 }
 
 #[test]

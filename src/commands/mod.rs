@@ -143,11 +143,11 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         TopCommand::Data { command: DataCommand::ImportIdx(args) } => import::run(&args),
         TopCommand::Classifier { command } => match command {
-            ClassifierCommand::TrainRandseq { data, cfg, weights, options } => {
+            ClassifierCommand::TrainRandseq { data, cfg, weights, clear, options } => {
                 if let Some(w) = &weights {
                     expect_kind(w, FileKind::Weights, "WEIGHTS (the start point of train_randseq)")?;
                 }
-                train::run(&data, &cfg, weights.as_deref(), &options)
+                train::run(&data, &cfg, weights.as_deref(), clear, &options)
             }
             ClassifierCommand::Valid { data, cfg, weights, options, report } => {
                 if report {

@@ -304,13 +304,17 @@ fn save_finite(net: &Network, path: &Path) -> Result<()> {
 /// from it replaces it with later checkpoints of the same run, and the
 /// atomic writer keeps the previous one intact until each replacement is
 /// complete. The final `.weights` must not be an input.
-pub fn run(data_path: &Path, cfg_path: &Path, weights: Option<&Path>, options: &TrainOptions) -> Result<()> {
+pub fn run(data_path: &Path, cfg_path: &Path, weights: Option<&Path>, clear: bool, options: &TrainOptions) -> Result<()> {
     let setup = Setup::load(data_path, cfg_path)?;
     let mut net = setup.build_network(setup.cfg.net.mini_batch(), options.seed)?;
     check_classes(&net, &setup)?;
     if let Some(w) = weights {
         let header = load_weights(&mut net, w, cfg_path)?;
         eprintln!("Loaded {} (seen {} images)", w.display(), header.seen);
+        if clear {
+            net.seen = 0;
+            eprintln!("--clear: training starts at batch 1 with these weights");
+        }
     }
     let output = setup.output_path(".weights");
     let backup = setup.output_path(".backup");
@@ -325,7 +329,7 @@ pub fn run(data_path: &Path, cfg_path: &Path, weights: Option<&Path>, options: &
     let max_batches = setup.cfg.net.max_batches;
     if done >= max_batches {
         bail!(
-            "nothing to train: the weights have seen {} images ({done} batches of {batch}) and max_batches is {max_batches}; raise max_batches in {}",
+            "nothing to train: the weights have seen {} images ({done} batches of {batch}) and max_batches is {max_batches}; raise max_batches in {}, or add --clear (Darknet's -clear) to train max_batches batches from these weights",
             net.seen,
             cfg_path.display()
         );
