@@ -87,19 +87,19 @@ const DIVERGENCE_FIX: &str = "Lower learning_rate or add burn_in in the [net] se
 /// Training's forward pass changes them before the update is checked. The
 /// other parameters need no copy, because [`Network::update_if_finite`]
 /// leaves them untouched when a step would make them non-finite.
-struct LastGood {
+struct LastGoodStatistics {
     rolling: Vec<(Vec<f32>, Vec<f32>)>,
 }
 
-impl LastGood {
-    fn capture(net: &Network) -> LastGood {
+impl LastGoodStatistics {
+    fn capture(net: &Network) -> LastGoodStatistics {
         let rolling = net
             .layers
             .iter()
             .filter_map(|l| l.params()?.batch_norm.as_ref())
             .map(|bn| (bn.rolling_mean.clone(), bn.rolling_variance.clone()))
             .collect();
-        LastGood { rolling }
+        LastGoodStatistics { rolling }
     }
 
     fn store(&mut self, net: &Network) {
@@ -143,7 +143,7 @@ pub fn train_loop(
     let passes = steps * options.subdivisions;
     let mut stream = BatchStream::start(data.clone(), options.clone(), classes, first_sample, rows, passes, seed);
     let started = Instant::now();
-    let mut last_good = LastGood::capture(net);
+    let mut last_good_statistics = LastGoodStatistics::capture(net);
     let mut summary = TrainSummary { batches: 0, last_loss: 0.0, average_loss: -1.0, seconds: 0.0, interrupted: false };
     let first_batch = (first_sample / batch as u64) as usize + 1;
     let mut progress = TrainProgress::new(first_batch, first_batch + steps - 1, batch);
@@ -168,7 +168,7 @@ pub fn train_loop(
         let loss = loss_sum / batch as f32;
         let batch_number = (net.seen / batch as u64) as usize + 1;
         if !loss.is_finite() {
-            last_good.restore(net);
+            last_good_statistics.restore(net);
             bail!(
                 "the loss became {loss} at batch {batch_number}, so training stopped; the weights are those after batch {}. {DIVERGENCE_FIX}",
                 net.seen / batch as u64
@@ -182,13 +182,13 @@ pub fn train_loop(
         // The softmax loss saturates instead of becoming infinite, so weights
         // that overflow show only here.
         if !net.update_if_finite(&UpdateArgs { learning_rate: rate, momentum: options.momentum, decay: options.decay, batch }) {
-            last_good.restore(net);
+            last_good_statistics.restore(net);
             bail!(
                 "the update of batch {batch_number} (loss {loss}) would make some weights NaN or infinite, so training stopped; the weights are those after batch {}. {DIVERGENCE_FIX}",
                 net.seen / batch as u64
             );
         }
-        last_good.store(net);
+        last_good_statistics.store(net);
         net.seen += batch as u64;
         summary.average_loss = if summary.average_loss < 0.0 { loss } else { 0.9 * summary.average_loss + 0.1 * loss };
         summary.last_loss = loss;
