@@ -118,7 +118,7 @@ pub enum ClassifierCommand {
         /// Start the schedule over with WEIGHTS, as Darknet's -clear does:
         /// their `seen` is set to 0, so max_batches more batches run, with
         /// burn_in and the learning-rate steps from the start.
-        #[arg(long, requires = "weights")]
+        #[arg(long)]
         clear: bool,
         #[command(flatten)]
         options: TrainOptions,
@@ -218,7 +218,14 @@ pub fn from_darknet_flags(args: Vec<std::ffi::OsString>) -> (Vec<std::ffi::OsStr
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.to_str() {
-            Some("-clear") => out.push("--clear".into()),
+            Some("-clear") => {
+                // Some Darknet tutorials write `-clear 1`; Darknet itself
+                // only looks for the flag, so a following 1 goes with it.
+                if args.as_slice().first().is_some_and(|next| next == "1") {
+                    args.next();
+                }
+                out.push("--clear".into());
+            }
             Some("-nogpu") => notes.push("note: -nogpu is Darknet's flag for a CPU run; this program always runs on the CPU".to_string()),
             Some(flag) if GPU_FLAGS.contains(&flag) => {
                 let value = args.next().map(|v| v.to_string_lossy().into_owned()).unwrap_or_default();
@@ -242,6 +249,8 @@ mod tests {
     #[test]
     fn darknet_flags_are_translated() {
         let (args, notes) = from_darknet_flags(strings(&["darknet", "classifier", "train_randseq", "d", "c", "w", "-gpus", "0,1", "-clear", "-nogpu"]));
+        assert_eq!(args, strings(&["darknet", "classifier", "train_randseq", "d", "c", "w", "--clear"]));
+        let (args, _) = from_darknet_flags(strings(&["darknet", "classifier", "train_randseq", "d", "c", "w", "-clear", "1"]));
         assert_eq!(args, strings(&["darknet", "classifier", "train_randseq", "d", "c", "w", "--clear"]));
         assert_eq!(notes.len(), 2);
         assert!(notes[0].contains("ignoring Darknet's -gpus 0,1"), "{}", notes[0]);

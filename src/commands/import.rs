@@ -343,7 +343,7 @@ fn warn_about_other_files(dir: &Path, written: &[String]) -> Result<()> {
     }
     if !others.is_empty() {
         others.sort();
-        eprintln!(
+        crate::note!(
             "warning: {} contains {} files that this import did not write (e.g. {}); the list files leave them out, but `find` would include them, so delete them if they are from an earlier import",
             dir.display(),
             others.len(),

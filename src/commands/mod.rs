@@ -28,7 +28,7 @@ impl Setup {
         let data = DataConfig::load(data_path)?;
         let cfg = NetworkConfig::load(cfg_path)?;
         for warning in data.warnings.iter().chain(&cfg.warnings) {
-            eprintln!("{warning}");
+            crate::note!("{warning}");
         }
         let labels_path = data.require(&data.labels, "labels")?;
         let labels = read_labels(&labels_path, data.classes, data_path)?;
@@ -144,6 +144,9 @@ pub fn run(cli: Cli) -> Result<()> {
         TopCommand::Data { command: DataCommand::ImportIdx(args) } => import::run(&args),
         TopCommand::Classifier { command } => match command {
             ClassifierCommand::TrainRandseq { data, cfg, weights, clear, options } => {
+                if clear && weights.is_none() {
+                    bail!("--clear restarts the schedule of the WEIGHTS given after CFG, but none were given: pass WEIGHTS (a copy outside the backup folder), or drop --clear");
+                }
                 if let Some(w) = &weights {
                     expect_kind(w, FileKind::Weights, "WEIGHTS (the start point of train_randseq)")?;
                 }

@@ -133,7 +133,7 @@ pub fn run(data_path: &Path, cfg_path: &Path, files: &[PathBuf]) -> Result<()> {
                     .context(write_failed)?;
             }
             Err(error) => {
-                eprintln!("error: {error:#}");
+                crate::note!("error: {error:#}");
                 failed += 1;
             }
         }

@@ -40,7 +40,7 @@ pub fn run(data_path: &Path, cfg_path: &Path, weights: &Path, options: &TrainOpt
     let mut qat = QatState::new(&net, &setup.cfg.net, steps)?;
     let mut log = RunLog::open(&setup.cfg.base_name())?;
     log.record("run", run_record("qat_int8", data_path, cfg_path, Some(weights), options.seed, &setup))?;
-    eprintln!(
+    crate::note!(
         "QAT of {}: {epochs} epoch(s) of {} images = {steps} batches, fake quantization from batch {}, ema_smooth {}",
         weights.display(),
         data.len(),
@@ -60,14 +60,14 @@ pub fn run(data_path: &Path, cfg_path: &Path, weights: &Path, options: &TrainOpt
 
     let mut ranges = Vec::new();
     for (i, q) in qparams.iter().enumerate() {
-        eprintln!(
+        crate::note!(
             "layer {i}: S1 {:.9} Z1 {:4}  S2 {:.9} Z2 {:4}  S3 {:.9} Z3 {:4}",
             q.input.scale, q.input.zero_point, q.weight.scale, q.weight.zero_point, q.output.scale, q.output.zero_point
         );
         ranges.push(json!({"layer": i, "S1": q.input.scale, "Z1": q.input.zero_point, "S2": q.weight.scale,
                            "Z2": q.weight.zero_point, "S3": q.output.scale, "Z3": q.output.zero_point}));
     }
-    eprintln!(
+    crate::note!(
         "Saved {}, {} and {} after {} QAT batches in {:.1} s",
         out_weights.display(),
         out_qweights.display(),

@@ -30,20 +30,20 @@ pub fn load_training_set(setup: &Setup, options: &TrainOptions) -> Result<Arc<Da
     let started = Instant::now();
     let data = Dataset::load(&paths, &setup.labels, setup.cfg.net.channels, setup.cfg.net.inputs, policy)?;
     for (_, reason) in &data.skipped {
-        eprintln!("warning: skipped (--skip-bad-images): {reason}");
+        crate::note!("warning: skipped (--skip-bad-images): {reason}");
     }
     if data.is_empty() {
         bail!("no readable image in {}; check the paths in the list", list.display());
     }
     if !data.skipped.is_empty() {
-        eprintln!(
+        crate::note!(
             "warning: training on {} of {} listed images; the sample order depends on this set, so resume with the same images readable",
             data.len(),
             paths.len()
         );
     }
     if data.is_cached() {
-        eprintln!(
+        crate::note!(
             "Loaded {} training images from {} into memory in {:.2} s",
             data.len(),
             list.display(),
@@ -249,6 +249,12 @@ impl EpochTracker {
     }
 }
 
+/// Returns the program as the user started it (`./darknet`, say), for
+/// commands that the user may paste back, or `darknet` if it is unknown.
+fn program_name() -> String {
+    std::env::args().next().filter(|p| !p.is_empty()).unwrap_or_else(|| "darknet".to_string())
+}
+
 /// Set by the signal handler of `train_randseq`; read by the training loop.
 static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 
@@ -261,10 +267,10 @@ fn install_stop_handler() -> Result<&'static AtomicBool> {
     let installed = INSTALLED.get_or_init(|| {
         ctrlc::set_handler(|| {
             if STOP_REQUESTED.swap(true, Ordering::SeqCst) {
-                eprintln!("second interrupt: exiting now without saving");
+                crate::note!("second interrupt: exiting now without saving");
                 std::process::exit(130);
             }
-            eprintln!("interrupt: finishing the current batch, then saving the checkpoint (interrupt again to exit at once)");
+            crate::note!("interrupt: finishing the current batch, then saving the checkpoint (interrupt again to exit at once)");
         })
         .map_err(|e| e.to_string())
     });
@@ -310,10 +316,10 @@ pub fn run(data_path: &Path, cfg_path: &Path, weights: Option<&Path>, clear: boo
     check_classes(&net, &setup)?;
     if let Some(w) = weights {
         let header = load_weights(&mut net, w, cfg_path)?;
-        eprintln!("Loaded {} (seen {} images)", w.display(), header.seen);
+        crate::note!("Loaded {} (seen {} images)", w.display(), header.seen);
         if clear {
             net.seen = 0;
-            eprintln!("--clear: training starts at batch 1 with these weights");
+            crate::note!("--clear: training starts at batch 1 with these weights");
         }
     }
     let output = setup.output_path(".weights");
@@ -339,7 +345,7 @@ pub fn run(data_path: &Path, cfg_path: &Path, weights: Option<&Path>, clear: boo
     log.record("run", run_record("train_randseq", data_path, cfg_path, weights, options.seed, &setup))?;
 
     let steps = max_batches - done;
-    eprintln!(
+    crate::note!(
         "Training {} from batch {} to {max_batches}: learning rate {}, momentum {}, decay {}, {} images per batch, checkpoint {} every {} batches",
         cfg_path.display(),
         done + 1,
@@ -369,10 +375,11 @@ pub fn run(data_path: &Path, cfg_path: &Path, weights: Option<&Path>, clear: boo
         log.record("interrupted", json!({"seen": net.seen, "batches": net.seen / batch, "backup": backup}))?;
         return Err(Interrupted {
             message: format!(
-                "interrupted after batch {} of {max_batches}; saved the checkpoint {} (seen {} images). Resume with: darknet classifier train_randseq {} {} {} --seed {}",
+                "interrupted after batch {} of {max_batches}; saved the checkpoint {} (seen {} images). Resume with: {} classifier train_randseq {} {} {} --seed {}",
                 net.seen / batch,
                 backup.display(),
                 net.seen,
+                program_name(),
                 data_path.display(),
                 cfg_path.display(),
                 backup.display(),
@@ -383,7 +390,7 @@ pub fn run(data_path: &Path, cfg_path: &Path, weights: Option<&Path>, clear: boo
     }
     save_finite(&net, &output)?;
     let images_per_second = (summary.batches as f64 * batch as f64) / summary.seconds;
-    eprintln!(
+    crate::note!(
         "Saved {} after {} batches ({} images seen) in {:.1} s, {:.0} images/s",
         output.display(),
         net.seen / batch,
@@ -402,10 +409,10 @@ pub fn run(data_path: &Path, cfg_path: &Path, weights: Option<&Path>, clear: boo
     let mut files = vec![output.clone()];
     match drawn {
         Ok(()) => {
-            eprintln!("Loss and learning rate chart: {}", chart.display());
+            crate::note!("Loss and learning rate chart: {}", chart.display());
             files.push(chart);
         }
-        Err(error) => eprintln!("warning: {error:#}"),
+        Err(error) => crate::note!("warning: {error:#}"),
     }
     log.record("files", json!({"command": "train_randseq", "written": files}))?;
     Ok(())

@@ -79,7 +79,7 @@ pub fn validate(model: &mut dyn Classifier, setup: &Setup, options: &ValidOption
     let paths = read_image_list(&list)?;
     let data = Dataset::load(&paths, &setup.labels, setup.cfg.net.channels, setup.cfg.net.inputs, UnreadablePolicy::Skip)?;
     for (_, reason) in &data.skipped {
-        eprintln!("warning: not validated: {reason}");
+        crate::note!("warning: not validated: {reason}");
     }
 
     let k = setup.data.top;
@@ -181,11 +181,11 @@ fn write_confusion(setup: &Setup, confusion: &ConfusionMatrix, log: &mut RunLog,
     log.record("confusion", json!({"labels": setup.labels, "counts": rows, "chart": path}))?;
     match write_confusion_chart(confusion, &setup.labels, title, &path) {
         Ok(()) => {
-            eprintln!("Confusion matrix: {}", path.display());
+            crate::note!("Confusion matrix: {}", path.display());
             Ok(Some(path))
         }
         Err(error) => {
-            eprintln!("warning: {error:#}");
+            crate::note!("warning: {error:#}");
             Ok(None)
         }
     }
@@ -205,7 +205,7 @@ pub fn run_int8(data_path: &Path, cfg_path: &Path, qweights: &Path, qparams: &Pa
         );
     }
     if net.clamped_biases > 0 {
-        eprintln!("warning: {} int32 biases were clamped so the accumulators fit in int32", net.clamped_biases);
+        crate::note!("warning: {} int32 biases were clamped so the accumulators fit in int32", net.clamped_biases);
     }
     let mut confusion = ConfusionMatrix::new(setup.data.classes);
     let mut count = |_: &Path, truth: usize, p: &[f32]| confusion.add(truth, ranked(p)[0]);

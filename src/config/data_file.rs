@@ -57,11 +57,15 @@ impl DataConfig {
         match value {
             Some(p) => Ok(p.clone()),
             None => bail!(
-                "{}: '{}' is missing; add a line such as {} = data/mnist/{}.list",
+                "{}: '{}' is missing; add a line such as {} = data/mnist/{}",
                 self.path.display(),
                 key,
                 key,
-                if key == "valid" { "test" } else { key }
+                match key {
+                    "valid" => "test.list",
+                    "labels" => "labels.txt",
+                    _ => "train.list",
+                }
             ),
         }
     }

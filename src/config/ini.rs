@@ -71,7 +71,7 @@ pub fn parse_sections(text: &str, file: &Path) -> Result<Vec<Section>> {
         };
         let Some(section) = sections.last_mut() else {
             bail!(
-                "{}:{}: '{}' comes before any [section]: the file must start with [net]",
+                "{}:{}: '{}' comes before any [section]: a .cfg file starts with [net] (if this is the .data file, give it first and the .cfg second)",
                 file.display(),
                 line_no,
                 raw.trim()
@@ -97,6 +97,14 @@ pub fn parse_key_values(text: &str, file: &Path) -> Result<Vec<Entry>> {
             continue;
         }
         let Some((key, value)) = line.split_once('=') else {
+            if line.starts_with('[') {
+                bail!(
+                    "{}:{}: '{}' is a cfg section, so this looks like a .cfg file where the .data file belongs; give the .data file first, then the .cfg (darknet classifier COMMAND DATA CFG ...)",
+                    file.display(),
+                    index + 1,
+                    line
+                );
+            }
             bail!(
                 "{}:{}: invalid line '{}': expected key = value",
                 file.display(),
@@ -262,10 +270,20 @@ pub fn unused_key_warnings(file: &Path, section: &str, entries: &[Entry]) -> Vec
     warnings
 }
 
-/// Reads a text file with a message that names it.
+/// Reads a text file with a message that names it. For a missing relative
+/// path the message names the folder it was looked up from.
 pub fn read_text(path: &Path, what: &str) -> Result<String> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read {} file {}; check the path", what, path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| {
+        let mut message = format!("cannot read {} file {}; check the path", what, path.display());
+        if path.is_relative() && !path.exists() {
+            let folder = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_else(|_| "?".to_string());
+            message += &format!(" (relative paths are read from the current folder, {folder})");
+            if path.starts_with("data/mnist") {
+                message += "; the workshop's data/mnist/ comes from the README's data set-up (or `bash scripts/02_data.sh`), run in the repository root";
+            }
+        }
+        message
+    })?;
     String::from_utf8(bytes).map_err(|_| {
         anyhow::anyhow!(
             "{} file {} is not UTF-8 text; is it the right file?",
@@ -345,5 +363,20 @@ mod tests {
         assert_eq!(reader.get::<u8>("b").unwrap(), Some(1));
         let err = reader.get::<u8>("c").unwrap_err().to_string();
         assert!(err.contains("f.cfg:4: invalid value '2' for 'c' in [c]: expected 0 or 1"), "{err}");
+    }
+
+    #[test]
+    fn cfg_given_as_data_is_named() {
+        let err = parse_key_values("[net]\nbatch=1\n", Path::new("x.cfg")).unwrap_err().to_string();
+        assert!(err.contains("x.cfg:1: '[net]' is a cfg section"), "{err}");
+        assert!(err.contains("give the .data file first"), "{err}");
+    }
+
+    #[test]
+    fn missing_relative_file_names_the_folder() {
+        let err = read_text(Path::new("data/mnist/no-such-labels.txt"), "labels").unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("relative paths are read from the current folder"), "{text}");
+        assert!(text.contains("scripts/02_data.sh"), "{text}");
     }
 }

@@ -96,7 +96,7 @@ impl Dataset {
         let budget = cache_budget_bytes();
         let cache = needed <= budget;
         if !cache {
-            eprintln!(
+            crate::note!(
                 "The {} images need about {} MB decoded, more than the cache budget of {} MB, so they are decoded on every use (set DARKNET_CACHE_MB to change the budget)",
                 paths.len(),
                 needed >> 20,

@@ -71,7 +71,7 @@ impl TrainProgress {
     pub fn println(&self, message: &str) {
         match &self.bar {
             Some(bar) => bar.println(message),
-            None => eprintln!("{message}"),
+            None => crate::note!("{message}"),
         }
     }
 
