@@ -212,6 +212,15 @@ fn unknown_key_warns_and_run_succeeds() {
     let out = valid(&ws, WEIGHTS);
     assert_succeeds(&out);
     assert!(stderr(&out).contains("key 'lables' is not used"), "{}", stderr(&out));
+
+    // Training repeats the warnings after its per-batch lines.
+    fs::rename(ws.path(WEIGHTS), ws.path("start.weights")).unwrap();
+    let out = train(&ws, &["start.weights", "--clear"]);
+    assert_succeeds(&out);
+    let err = stderr(&out);
+    let tail = &err[err.find("Saved ").unwrap_or_else(|| panic!("no Saved line:\n{err}"))..];
+    assert!(tail.contains("2 warning(s) about its files, repeated here"), "{err}");
+    assert!(tail.contains("key 'momentun' is not used"), "{err}");
 }
 
 #[test]

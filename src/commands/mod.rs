@@ -35,6 +35,19 @@ impl Setup {
         Ok(Setup { data, cfg, labels })
     }
 
+    /// Prints the warnings about the two files once more, after a long run
+    /// whose per-batch lines have pushed them out of sight.
+    pub fn repeat_warnings(&self) {
+        let warnings: Vec<&String> = self.data.warnings.iter().chain(&self.cfg.warnings).collect();
+        if warnings.is_empty() {
+            return;
+        }
+        crate::note!("The run started with {} warning(s) about its files, repeated here:", warnings.len());
+        for warning in warnings {
+            crate::note!("{warning}");
+        }
+    }
+
     /// `BACKUP/<cfg base><suffix>`.
     pub fn output_path(&self, suffix: &str) -> PathBuf {
         self.data.backup.join(format!("{}{}", self.cfg.base_name(), suffix))

@@ -415,6 +415,7 @@ pub fn run(data_path: &Path, cfg_path: &Path, weights: Option<&Path>, clear: boo
         Err(error) => crate::note!("warning: {error:#}"),
     }
     log.record("files", json!({"command": "train_randseq", "written": files}))?;
+    setup.repeat_warnings();
     Ok(())
 }
 

@@ -98,6 +98,7 @@ pub fn write_training_chart(points: &[TrainPoint], title: &str, path: &Path) -> 
         let max_loss = points.iter().map(|p| p.loss.max(p.average_loss)).fold(0.0, f64::max).max(1e-6) * 1.05;
         let mut loss_chart = ChartBuilder::on(&upper)
             .margin(10)
+            .margin_right(30)
             .x_label_area_size(35)
             .y_label_area_size(70)
             .build_cartesian_2d(first..last, 0.0..max_loss)
@@ -105,6 +106,7 @@ pub fn write_training_chart(points: &[TrainPoint], title: &str, path: &Path) -> 
         loss_chart
             .configure_mesh()
             .x_desc("batch")
+            .x_label_formatter(&|batch| format!("{batch:.0}"))
             .y_desc("loss")
             .label_style((FONT, 14))
             .draw()
@@ -133,6 +135,7 @@ pub fn write_training_chart(points: &[TrainPoint], title: &str, path: &Path) -> 
         let max_rate = points.iter().map(|p| p.rate).fold(0.0, f64::max).max(1e-9) * 1.1;
         let mut rate_chart = ChartBuilder::on(&lower)
             .margin(10)
+            .margin_right(30)
             .x_label_area_size(35)
             .y_label_area_size(70)
             .build_cartesian_2d(first..last, 0.0..max_rate)
@@ -140,6 +143,7 @@ pub fn write_training_chart(points: &[TrainPoint], title: &str, path: &Path) -> 
         rate_chart
             .configure_mesh()
             .x_desc("batch")
+            .x_label_formatter(&|batch| format!("{batch:.0}"))
             .y_desc("learning rate")
             .label_style((FONT, 14))
             .draw()
