@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_fails, assert_succeeds, stderr, stdout, top1, write_set, SetOptions, Workspace};
+use common::{assert_fails, assert_succeeds, seen_of, stderr, stdout, top1, write_set, SetOptions, Workspace};
 use std::fs;
 
 const WEIGHTS: &str = "backup/t.weights";
@@ -352,11 +352,9 @@ fn darknet_clear_restarts_the_schedule() {
     let err = stderr(&out);
     assert!(err.contains("ignoring Darknet's -gpus 0"), "{err}");
     assert!(err.contains("--clear: training starts at batch 1"), "{err}");
-    // The header's seen (u64 after three i32) counts only the new run.
-    let bytes = ws.read(WEIGHTS);
-    let seen = u64::from_le_bytes(bytes[12..20].try_into().unwrap());
-    assert_eq!(seen, 40, "max_batches batches of the new run");
-    assert_ne!(bytes, ws.read("start.weights"), "the weights trained further");
+    // The header's seen counts only the new run.
+    assert_eq!(seen_of(&ws.path(WEIGHTS)), 40, "max_batches batches of the new run");
+    assert_ne!(ws.read(WEIGHTS), ws.read("start.weights"), "the weights trained further");
 
     let out = ws.run(&["classifier", "train_randseq", "t.data", "t.cfg", "--clear"]);
     assert_fails(&out, &["--clear restarts the schedule of the WEIGHTS", "pass WEIGHTS"]);

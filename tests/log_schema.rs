@@ -8,7 +8,7 @@ use std::path::Path;
 
 mod common;
 
-use common::{darknet_in, mnist10k};
+use common::{darknet_in, mnist_folder};
 
 const CFG: &str = "[net]
 batch=32
@@ -60,17 +60,7 @@ fn is_png(path: &Path) -> bool {
 
 #[test]
 fn log_records_follow_schema() {
-    let Some(source) = mnist10k() else { return };
-    let dir = std::env::temp_dir().join(format!("darknet-log-schema-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    darknet_in(&dir, &["data", "import-idx", source.to_str().unwrap(), "mnist", "--limit", "300"]);
-    std::fs::write(dir.join("tiny.cfg"), CFG).unwrap();
-    std::fs::write(
-        dir.join("mnist.data"),
-        "classes=10\ntrain=mnist/train.list\nvalid=mnist/test.list\nlabels=mnist/labels.txt\nbackup=backup\ntop=2\n",
-    )
-    .unwrap();
+    let Some(dir) = mnist_folder("log-schema", 300, "tiny.cfg", CFG) else { return };
 
     darknet_in(&dir, &["classifier", "train_randseq", "mnist.data", "tiny.cfg"]);
     darknet_in(&dir, &["classifier", "valid", "mnist.data", "tiny.cfg", "backup/tiny.weights"]);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{darknet_in, mnist10k, top1};
+use common::{darknet_in, mnist_folder, top1};
 
 const CFG: &str = "[net]
 batch=32
@@ -35,17 +35,7 @@ activation=linear
 
 #[test]
 fn small_mlp_trains_and_quantizes() {
-    let Some(source) = mnist10k() else { return };
-    let dir = std::env::temp_dir().join(format!("darknet-train-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    darknet_in(&dir, &["data", "import-idx", source.to_str().unwrap(), "mnist", "--limit", "1000"]);
-    std::fs::write(dir.join("small.cfg"), CFG).unwrap();
-    std::fs::write(
-        dir.join("mnist.data"),
-        "classes=10\ntrain=mnist/train.list\nvalid=mnist/test.list\nlabels=mnist/labels.txt\nbackup=backup\ntop=2\n",
-    )
-    .unwrap();
+    let Some(dir) = mnist_folder("train", 1000, "small.cfg", CFG) else { return };
 
     darknet_in(&dir, &["classifier", "train_randseq", "mnist.data", "small.cfg"]);
     let weights = dir.join("backup/small.weights");

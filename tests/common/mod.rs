@@ -233,6 +233,26 @@ pub fn mnist10k() -> Option<PathBuf> {
     }
 }
 
+/// Makes a fresh temporary folder `darknet-<name>-<pid>` with the first
+/// `limit` images of mnist10k imported into `mnist/`, a `mnist.data` that
+/// points there with `backup=backup`, and `cfg` written as `cfg_file`.
+/// Returns `None`, after mnist10k's skip message, when the set is missing.
+pub fn mnist_folder(name: &str, limit: usize, cfg_file: &str, cfg: &str) -> Option<PathBuf> {
+    let source = mnist10k()?;
+    let dir = std::env::temp_dir().join(format!("darknet-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let limit = limit.to_string();
+    darknet_in(&dir, &["data", "import-idx", source.to_str().unwrap(), "mnist", "--limit", &limit]);
+    fs::write(dir.join(cfg_file), cfg).unwrap();
+    fs::write(
+        dir.join("mnist.data"),
+        "classes=10\ntrain=mnist/train.list\nvalid=mnist/test.list\nlabels=mnist/labels.txt\nbackup=backup\ntop=2\n",
+    )
+    .unwrap();
+    Some(dir)
+}
+
 /// Runs the binary with `args` inside `dir` and asserts that it succeeded.
 pub fn darknet_in(dir: &Path, args: &[&str]) -> Output {
     let out = Command::new(BINARY).args(args).current_dir(dir).output().unwrap();
