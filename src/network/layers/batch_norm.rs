@@ -161,9 +161,13 @@ impl BatchNormPass {
     }
 
     /// Sets [`BatchNormPass::folded_biases`] to `b_f` from the current masters.
+    /// It reads only the per-output values, since it runs in every forward
+    /// pass of QAT.
     pub fn fold_biases(&mut self, params: &Params) {
-        let (_, biases) = fold_batch_norm(params);
-        self.folded_biases.copy_from_slice(&biases);
+        let bn = params.batch_norm.as_ref().expect("a batch-normalized layer has batch-norm parameters");
+        for (f, (folded, &bias)) in self.folded_biases.iter_mut().zip(&params.biases).enumerate() {
+            *folded = bias - bn.rolling_mean[f] * fold_factor(bn, f);
+        }
     }
 
     /// Maps the gradient of the folded weights (in `folded_updates`) and of
@@ -208,6 +212,24 @@ pub fn forward_step<'a>(norm: Option<&'a mut BatchNormPass>, params: &'a mut Par
     }
 }
 
+/// Returns the buffer that a layer's weight gradient accumulates into: the
+/// folded weights' gradient in the folded form, `weight_updates` otherwise.
+pub fn weight_gradient_target<'a>(norm: Option<&'a mut BatchNormPass>, weight_updates: &'a mut Vec<f32>, folded: bool) -> &'a mut Vec<f32> {
+    match norm {
+        Some(norm) if folded => &mut norm.folded_updates,
+        _ => weight_updates,
+    }
+}
+
+/// Ends a layer's backward pass in the folded form by mapping the folded
+/// gradients onto the masters ([`BatchNormPass::unfold_gradients`]).
+/// `delta_sums[f]` is `Σ delta` of output `f`. Otherwise it does nothing.
+pub fn unfold_step(norm: Option<&BatchNormPass>, params: &mut Params, delta_sums: &[f32]) {
+    if let Some(norm) = norm.filter(|_| params.forward_weights.is_some()) {
+        norm.unfold_gradients(params, delta_sums);
+    }
+}
+
 /// Runs the part of a layer's backward pass between its bias gradient and
 /// its weight gradient: back-propagation through batch norm, or in the folded
 /// form the reset of the folded weights' gradient.
@@ -231,7 +253,7 @@ pub fn fold_batch_norm(params: &Params) -> (Vec<f32>, Vec<f32>) {
     if let Some(bn) = &params.batch_norm {
         let k = params.layout.fan_in();
         for (f, bias) in biases.iter_mut().enumerate() {
-            let factor = bn.scales[f] / (bn.rolling_variance[f].sqrt() + BN_EPSILON);
+            let factor = fold_factor(bn, f);
             for w in &mut weights[f * k..(f + 1) * k] {
                 *w *= factor;
             }
@@ -239,6 +261,12 @@ pub fn fold_batch_norm(params: &Params) -> (Vec<f32>, Vec<f32>) {
         }
     }
     (weights, biases)
+}
+
+/// Returns `γ / σ` of output `f`, the factor that folding applies to its
+/// weights and to its rolling mean.
+fn fold_factor(bn: &BatchNorm, f: usize) -> f32 {
+    bn.scales[f] / (bn.rolling_variance[f].sqrt() + BN_EPSILON)
 }
 
 #[cfg(test)]

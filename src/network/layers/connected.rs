@@ -1,7 +1,7 @@
 //! `[connected]`: `y = act(BN(x · Wᵀ) + b)` with `W` stored `[outputs][inputs]`.
 //! Batch norm and its folded form during QAT are in [`super::batch_norm`].
 
-use super::batch_norm::{backward_step, forward_step, BatchNormPass};
+use super::batch_norm::{backward_step, forward_step, unfold_step, weight_gradient_target, BatchNormPass};
 use super::{zeros, ForwardContext, Layer, ParamLayout, Params, Shape, UpdateArgs};
 use crate::kernels::gemm_f32::{gemm, MatRef};
 use crate::network::activation::Activation;
@@ -109,10 +109,7 @@ impl Layer for ConnectedLayer {
         // gradient of the folded weights during QAT.
         let delta = MatRef::new(&self.delta[..batch * n], batch, n);
         let x = MatRef::new(&input[..batch * k], batch, k);
-        let target = match self.norm.as_mut() {
-            Some(norm) if folded => &mut norm.folded_updates,
-            _ => &mut self.params.weight_updates,
-        };
+        let target = weight_gradient_target(self.norm.as_mut(), &mut self.params.weight_updates, folded);
         gemm(1.0, delta.t(), x, 1.0, target);
 
         // input_delta[batch][k] += delta[batch][n] · W[n][k]
@@ -121,9 +118,7 @@ impl Layer for ConnectedLayer {
             gemm(1.0, delta, w, 1.0, &mut input_delta[..batch * k]);
         }
 
-        if let Some(norm) = self.norm.as_ref().filter(|_| folded) {
-            norm.unfold_gradients(&mut self.params, &self.delta_sums);
-        }
+        unfold_step(self.norm.as_ref(), &mut self.params, &self.delta_sums);
     }
 
     fn update(&mut self, args: &UpdateArgs) {

@@ -7,7 +7,7 @@
 //! variance per filter over the batch and all output positions) and its
 //! folded form during QAT are in [`super::batch_norm`].
 
-use super::batch_norm::{backward_step, forward_step, BatchNormPass};
+use super::batch_norm::{backward_step, forward_step, unfold_step, weight_gradient_target, BatchNormPass};
 use super::{zeros, ForwardContext, Layer, ParamLayout, Params, Shape, UpdateArgs};
 use crate::kernels::gemm_f32::{gemm, MatRef};
 use crate::kernels::im2col::{col2im_batch_add, im2col_batch, ConvGeometry};
@@ -192,10 +192,7 @@ impl Layer for ConvolutionalLayer {
             let delta = MatRef::new(&self.products[..n * width], n, width);
 
             // weight_updates[n][k] += delta[n][width] · columnsᵀ[width][k]
-            let target = match self.norm.as_mut() {
-                Some(norm) if folded => &mut norm.folded_updates,
-                _ => &mut self.params.weight_updates,
-            };
+            let target = weight_gradient_target(self.norm.as_mut(), &mut self.params.weight_updates, folded);
             gemm(1.0, delta, MatRef::new(&self.columns[..k * width], k, width).t(), 1.0, target);
 
             // column deltas[k][width] = Wᵀ[k][n] · delta[n][width], then back to pixels.
@@ -206,9 +203,7 @@ impl Layer for ConvolutionalLayer {
             }
         }
 
-        if let Some(norm) = self.norm.as_ref().filter(|_| folded) {
-            norm.unfold_gradients(&mut self.params, &self.delta_sums);
-        }
+        unfold_step(self.norm.as_ref(), &mut self.params, &self.delta_sums);
     }
 
     fn update(&mut self, args: &UpdateArgs) {
