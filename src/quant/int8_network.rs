@@ -206,10 +206,11 @@ impl Int8Network {
     /// Loads the integer parameters for `cfg`, checking sizes and the chain of
     /// scales (each layer's S1/Z1 must be the previous layer's S3/Z3).
     pub fn load(cfg: &NetworkConfig, qweights_path: &Path, qparams_path: &Path, max_batch: usize) -> Result<Int8Network> {
-        let layouts = param_layouts(&plan(cfg)?.stages, cfg)?;
+        let plan = plan(cfg)?;
+        let layouts = param_layouts(&plan.stages, cfg)?;
         let qparams = read_qparams(qparams_path, layouts.len(), &cfg.path)?;
         let qweights = read_qweights(qweights_path, &layouts, &cfg.path)?;
-        Int8Network::from_parts(cfg, qparams, qweights, qparams_path, max_batch)
+        Int8Network::build(cfg, plan, &layouts, qparams, qweights, qparams_path, max_batch)
     }
 
     /// Builds the network for `cfg` from decoded `.qparams` and `.qweights`
@@ -223,8 +224,24 @@ impl Int8Network {
         qparams_path: &Path,
         max_batch: usize,
     ) -> Result<Int8Network> {
-        let Plan { stages: planned, softmax: softmax_spec, output_shape } = plan(cfg)?;
-        let layouts = param_layouts(&planned, cfg)?;
+        let plan = plan(cfg)?;
+        let layouts = param_layouts(&plan.stages, cfg)?;
+        Int8Network::build(cfg, plan, &layouts, qparams, qweights, qparams_path, max_batch)
+    }
+
+    /// Checks the decoded files against `plan` (the stages of `cfg`, with the
+    /// parameter `layouts` among them) and builds the network; see
+    /// [`Int8Network::from_parts`].
+    fn build(
+        cfg: &NetworkConfig,
+        plan: Plan,
+        layouts: &[ParamLayout],
+        qparams: Vec<LayerQParams>,
+        qweights: Vec<LayerQWeights>,
+        qparams_path: &Path,
+        max_batch: usize,
+    ) -> Result<Int8Network> {
+        let Plan { stages: planned, softmax: softmax_spec, output_shape } = plan;
         if qparams.len() != layouts.len() || qweights.len() != layouts.len() {
             bail!(
                 "{} has {} layers with parameters, but the .qparams have {} and the .qweights {}; use the files that qat_int8 wrote for this cfg",
