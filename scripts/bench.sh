@@ -249,8 +249,9 @@ for run in $(seq "$TRAIN_RUNS"); do
     train_rss+=("$RSS_KB")
     train_rate+=("$(ratio "$TRAIN_IMAGES" "$WALL")")
     if [ "$NUMPY_ANCHOR" = 1 ]; then
-        # Right after each run, so both see the same machine. The variables
-        # that pin an older OpenBLAS kernel are unset, as in scripts/anchors/run.sh.
+        # The anchor runs right after each training run, so both see the same
+        # machine. The variables that pin an older OpenBLAS kernel are unset,
+        # as in scripts/anchors/run.sh.
         env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$ANCHOR_PYTHON" scripts/anchors/numpy_mlp_step.py \
             --threads 2 --repeats 200 > "$WORK/numpy$run.out" 2>&1 || fail "numpy_mlp_step.py failed: see $WORK/numpy$run.out"
         numpy_rate+=("$(sed -n 's/^ANCHOR numpy_step threads=2 .*img_s=\([0-9.]*\).*/\1/p' "$WORK/numpy$run.out")")

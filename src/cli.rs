@@ -219,8 +219,8 @@ pub fn from_darknet_flags(args: Vec<std::ffi::OsString>) -> (Vec<std::ffi::OsStr
     while let Some(arg) = args.next() {
         match arg.to_str() {
             Some("-clear") => {
-                // Some Darknet tutorials write `-clear 1`; Darknet itself
-                // only looks for the flag, so a following 1 goes with it.
+                // Some Darknet tutorials write `-clear 1`. Darknet itself only
+                // looks for the flag, so a following 1 goes with it.
                 if args.as_slice().first().is_some_and(|next| next == "1") {
                     args.next();
                 }

@@ -415,7 +415,7 @@ fn invalid_tuning_variables_are_errors() {
 }
 
 #[test]
-fn report_with_fp32_validation_points_to_valid_int8() {
+fn fp32_valid_report_names_valid_int8() {
     let ws = trained("report-fp32");
     let out = ws.run(&["classifier", "valid", "t.data", "t.cfg", WEIGHTS, "--report"]);
     assert_fails(&out, &["--report applies to INT8 validation", "valid_int8 DATA CFG QWEIGHTS QPARAMS --report"]);

@@ -141,8 +141,8 @@ impl ConfigValue for usize {
 impl ConfigValue for u8 {
     const EXPECTED: &'static str = "0 or 1";
 
-    /// Darknet reads any nonzero integer as on; only 0 and 1 pass here, so
-    /// a typo such as `pad=11` is reported.
+    /// Darknet reads any nonzero integer as on. Only 0 and 1 pass here, so a
+    /// typo such as `pad=11` is reported.
     fn is_allowed(&self) -> bool {
         *self <= 1
     }

@@ -154,9 +154,9 @@ pub fn distort(chw: &mut [f32], plane: usize, d: Distortion) {
     }
 }
 
-/// [`to_chw`] followed by [`distort`], with the same result, and a short
-/// path for a crop whose pixels are all gray (as in MNIST): there only the
-/// exposure acts, so one plane is computed and copied to the other two.
+/// Writes the same values as [`to_chw`] followed by [`distort`]. A crop whose
+/// pixels are all gray (as in MNIST) takes a short path: only the exposure
+/// acts there, so one plane is computed and copied to the other two.
 pub fn to_chw_distorted(img: &Image8, height: usize, width: usize, offset: Option<(usize, usize)>, d: Distortion, out: &mut [f32]) {
     let plane = height * width;
     let crops = img.width >= width && img.height >= height;

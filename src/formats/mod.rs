@@ -42,7 +42,7 @@ impl FileKind {
 pub fn expect_kind(path: &Path, expected: FileKind, slot: &str) -> Result<()> {
     let found = FileKind::of(path);
     if found != expected {
-        // The kind comes from the name alone, and the message tells the user that.
+        // The message states that the kind comes from the file name alone.
         let named = match found {
             FileKind::Weights => "its name does not end in .qweights or .qparams, so it is read as an FP32 .weights file".to_string(),
             _ => format!("its name makes it {}", found.describe()),

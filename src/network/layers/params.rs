@@ -105,7 +105,7 @@ impl Params {
         }
     }
 
-    /// True when [`Params::sgd_update`] with these arguments would leave
+    /// Returns true when [`Params::sgd_update`] with these arguments would leave
     /// every parameter and update finite, and the batch-norm statistics are
     /// finite now. It only reads, using the update's own arithmetic, so a
     /// caller can reject a diverging step before anything changes.
@@ -151,13 +151,13 @@ impl Sgd {
         Sgd { step: lr / batch as f32, momentum, decay_term: -decay * batch as f32 }
     }
 
-    /// Biases and batch-norm scales: no weight decay.
+    /// Returns the new value and update of a bias or batch-norm scale (no weight decay).
     #[inline(always)]
     fn plain(self, value: f32, update: f32) -> (f32, f32) {
         (value + self.step * update, update * self.momentum)
     }
 
-    /// Weights: the decay joins the update first.
+    /// Returns the new value and update of a weight, adding the decay to the update first.
     #[inline(always)]
     fn decayed(self, value: f32, update: f32) -> (f32, f32) {
         let update = update + self.decay_term * value;
@@ -172,8 +172,9 @@ fn apply(values: &mut [f32], updates: &mut [f32], step: impl Fn(f32, f32) -> (f3
     }
 }
 
-/// True when `step` maps every pair to finite values. `x * 0.0` is zero for
-/// finite `x` and NaN otherwise; eight independent sums let the loop vectorize.
+/// Returns true when `step` maps every pair to finite values. `x * 0.0` is
+/// zero for finite `x` and NaN otherwise. Eight independent sums let the loop
+/// vectorize.
 #[inline(always)]
 fn stays_finite(values: &[f32], updates: &[f32], step: impl Fn(f32, f32) -> (f32, f32)) -> bool {
     let mut sums = [0.0f32; 8];
@@ -244,9 +245,9 @@ mod tests {
     }
 
     #[test]
-    fn threaded_check_sees_a_nan_in_any_chunk() {
-        // Large enough to be split over the thread pool; NaN in the tail
-        // (not a multiple of 8) and in a middle chunk.
+    fn threaded_check_finds_nan_chunk() {
+        // The layer is large enough to be split over the thread pool. A NaN
+        // goes in the tail (not a multiple of 8), then in a middle chunk.
         let inputs = PARALLEL_MIN / 2 + 3;
         let mut p = Params::new(ParamLayout::Connected { inputs, outputs: 2 }, false);
         p.weight_updates.iter_mut().for_each(|u| *u = 0.25);
